@@ -1,0 +1,1 @@
+"""Overtime's shared infrastructure: settings, persistence, catalog, mail and webhooks."""

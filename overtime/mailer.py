@@ -1,0 +1,103 @@
+"""Customer emails: Jinja2 templates (German and English, plain text and HTML) and SMTP.
+
+A template ``templates/email/<kind>.<locale>.j2`` defines three blocks: ``subject``,
+``text`` and ``html``; the HTML block is wrapped in ``_layout.html.j2``.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from email.message import EmailMessage
+from email.utils import formatdate
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+TEMPLATE_DIR = Path(__file__).parent / "templates" / "email"
+SUPPORTED_LOCALES = ("de", "en")
+
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATE_DIR),
+    autoescape=select_autoescape(enabled_extensions=("html", "j2")),
+    undefined=StrictUndefined,
+    keep_trailing_newline=False,
+)
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def normalise_locale(locale: str) -> str:
+    short = (locale or "").split("-")[0].split("_")[0].lower()
+    return short if short in SUPPORTED_LOCALES else "de"
+
+
+def format_money(cents: int, locale: str) -> str:
+    """``1234`` → ``12,34 €`` (de) or ``€12.34`` (en); integer cents in, text out."""
+    amount = Decimal(cents) / 100
+    if normalise_locale(locale) == "de":
+        whole, frac = f"{amount:,.2f}".split(".")
+        return f"{whole.replace(',', '.')},{frac} €"
+    return f"€{amount:,.2f}"
+
+
+def format_minutes(seconds: int, locale: str) -> str:
+    """Billed seconds as minutes with one decimal, the way an invoice line shows them."""
+    minutes = (Decimal(seconds) / 60).quantize(Decimal("0.1"))
+    text = f"{minutes:,}"
+    return text.replace(",", "X").replace(".", ",").replace("X", ".") if normalise_locale(
+        locale
+    ) == "de" else text
+
+
+def format_period(start: datetime, end: datetime, timezone: str, locale: str) -> str:
+    zone = ZoneInfo(timezone)
+    fmt = "%d.%m.%Y %H:%M" if normalise_locale(locale) == "de" else "%Y-%m-%d %H:%M"
+    return f"{start.astimezone(zone).strftime(fmt)} – {end.astimezone(zone).strftime(fmt)}"
+
+
+def render(kind: str, locale: str, context: dict[str, object]) -> RenderedEmail:
+    locale = normalise_locale(locale)
+    template = _env.get_template(f"{kind}.{locale}.j2")
+    values = {**context, "locale": locale}
+    block_context = template.new_context(values)
+    subject = "".join(template.blocks["subject"](block_context)).strip()
+    text = "".join(template.blocks["text"](template.new_context(values))).strip() + "\n"
+    body = Markup("".join(template.blocks["html"](template.new_context(values))).strip())
+    html = _env.get_template("_layout.html.j2").render(**values, subject=subject, body=body)
+    return RenderedEmail(subject=subject, text=text, html=html)
+
+
+def send(
+    *,
+    host: str,
+    port: int,
+    sender: str,
+    to: str,
+    email: RenderedEmail,
+    message_id: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Send one multipart (text + HTML) message; raises on any SMTP failure."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = email.subject
+    message["Date"] = formatdate(localtime=False)
+    # A stable Message-ID lets a mail system drop the copy a retried send might produce.
+    message["Message-ID"] = message_id
+    for name, value in (headers or {}).items():
+        message[name] = value
+    message.set_content(email.text)
+    message.add_alternative(email.html, subtype="html")
+    with smtplib.SMTP(host, port, timeout=15) as smtp:
+        smtp.send_message(message)

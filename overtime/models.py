@@ -1,0 +1,129 @@
+"""SQLModel tables. Constraints live in the schema, not only in code.
+
+Times are stored in UTC (``timezone=True`` columns; SQLite hands them back naive, so
+read them through :func:`overtime.db.as_utc`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, Column, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utc_column(nullable: bool = False, index: bool = False) -> Column:
+    return Column(DateTime(timezone=True), nullable=nullable, index=index)
+
+
+class Plan(SQLModel, table=True):
+    """A copy of the catalog (config/plans.toml), refreshed at start-up for reporting."""
+
+    plan: str = Field(primary_key=True, max_length=64)
+    monthly_fee_cents: int = Field(ge=0)
+    included_minutes: int = Field(ge=0)
+    extra_minute_price_cents: int = Field(ge=0)
+
+
+class Account(SQLModel, table=True):
+    account_id: str = Field(primary_key=True, max_length=128)
+    email: str = Field(max_length=320)
+    plan: str = Field(max_length=64)
+    locale: str = Field(default="de", max_length=8)
+    timezone: str = Field(default="Europe/Berlin", max_length=64)
+    created_at: datetime = Field(sa_column=utc_column())
+    period_seconds: int | None = None
+    # Mirror of the workflow's settings, written by the settings-change activity; the
+    # workflow is authoritative, this copy seeds a workflow that has to be re-created.
+    extra_enabled: bool = False
+    limit_cents: int | None = None
+    limit_minutes: int | None = None
+
+
+class SettingsChange(SQLModel, table=True):
+    __tablename__ = "settings_change"
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(index=True, max_length=128)
+    actor: str = Field(max_length=320)
+    changed_at: datetime = Field(sa_column=utc_column())
+    old_enabled: bool
+    old_limit_cents: int | None = None
+    old_limit_minutes: int | None = None
+    new_enabled: bool
+    new_limit_cents: int | None = None
+    new_limit_minutes: int | None = None
+
+
+class UsageEntry(SQLModel, table=True):
+    """The usage ledger: one row per call; the call id is unique per account."""
+
+    __tablename__ = "usage_entry"
+    __table_args__ = (
+        UniqueConstraint("account_id", "call_id", name="uq_usage_account_call"),
+        CheckConstraint(
+            "reported_seconds >= 0 AND billed_included_seconds >= 0 "
+            "AND billed_extra_seconds >= 0 AND excess_seconds >= 0",
+            name="ck_usage_non_negative",
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(index=True, max_length=128)
+    call_id: str = Field(max_length=128)
+    period_start: datetime = Field(sa_column=utc_column(index=True))
+    reported_seconds: int
+    granted_seconds: int
+    billed_included_seconds: int
+    billed_extra_seconds: int
+    excess_seconds: int  # flagged: reported beyond the grant or the limit, not billed
+    late: bool = False  # authorised in an earlier period, billed in this one
+    recorded_at: datetime = Field(sa_column=utc_column())
+
+
+class Notification(SQLModel, table=True):
+    """Every notice sent; the unique key makes a retried activity send it only once."""
+
+    __table_args__ = (
+        UniqueConstraint("account_id", "period_start", "notice_key", name="uq_notice_once"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(index=True, max_length=128)
+    kind: str = Field(max_length=64)
+    notice_key: str = Field(max_length=128)
+    to: str = Field(max_length=320)
+    subject: str = Field(max_length=256)
+    period_start: datetime = Field(sa_column=utc_column())
+    sent_at: datetime = Field(sa_column=utc_column())
+
+
+class WebhookDelivery(SQLModel, table=True):
+    __tablename__ = "webhook_delivery"
+    event_id: str = Field(primary_key=True, max_length=256)
+    account_id: str = Field(index=True, max_length=128)
+    event: str = Field(max_length=64)
+    reason: str | None = None
+    status_code: int | None = None  # None: no webhook URL configured
+    delivered_at: datetime = Field(sa_column=utc_column())
+
+
+class ClosedPeriod(SQLModel, table=True):
+    __tablename__ = "closed_period"
+    __table_args__ = (
+        UniqueConstraint("account_id", "period_start", name="uq_closed_period"),
+        CheckConstraint(
+            "extra_used_seconds >= 0 AND extra_cost_cents >= 0", name="ck_closed_non_negative"
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(index=True, max_length=128)
+    plan: str = Field(max_length=64)
+    period_start: datetime = Field(sa_column=utc_column())
+    period_end: datetime = Field(sa_column=utc_column())
+    included_used_seconds: int
+    extra_used_seconds: int
+    extra_cost_cents: int
+    excess_seconds: int
+    calls_recorded: int
+    extra_minute_price_cents: int
+    limit_cents: int | None = None
+    stopped_at_limit: bool = False
+    closed_at: datetime = Field(sa_column=utc_column())

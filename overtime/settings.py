@@ -1,0 +1,91 @@
+"""Configuration from the environment (prefix ``OVERTIME_``), read once per process.
+
+Every knob is documented in the README's configuration table; the dev defaults for
+tokens and secrets are printed by ``make run`` so nobody has to guess them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OVERTIME_", extra="ignore")
+
+    # --- processes and ports -------------------------------------------------------
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    data_dir: Path = Path("./var")
+    temporal_host: str = "127.0.0.1"
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    temporal_namespace: str = "default"
+    task_queue: str = "overtime"
+
+    # --- auth ----------------------------------------------------------------------
+    admin_token: str = "dev-admin-token"
+    telephony_token: str = "dev-telephony-token"
+
+    # --- storage -------------------------------------------------------------------
+    # Unset: a SQLite file in the data dir. PostgreSQL: postgresql+psycopg2://user@host/db
+    database_url: str | None = None
+
+    # --- billing -------------------------------------------------------------------
+    # Unset: calendar months in the account's time zone. Set: periods of this many
+    # seconds from the account's creation (demos and tests).
+    period_seconds: int | None = Field(default=None, gt=0)
+    default_timezone: str = "Europe/Berlin"
+    default_locale: str = "de"
+    plans_file: Path = PROJECT_ROOT / "config" / "plans.toml"
+    grant_chunk_seconds: int = Field(default=300, gt=0)
+    # A reservation whose call neither re-asks nor reports this long after its grant
+    # ran out is released, so a lost "call ended" report cannot block the limit forever.
+    grant_grace_seconds: int = Field(default=120, ge=0)
+    max_limit_cents: int = 1_000_000  # 10,000 EUR
+    max_limit_minutes: int = 100_000
+    max_call_seconds: int = 86_400
+    currency: str = "eur"
+
+    # --- product ---------------------------------------------------------------------
+    # The assistant's name as customers know it (web app menu, email signatures).
+    product_name: str = "Safina"
+    public_url: str = "http://127.0.0.1:8000"
+
+    # --- notifications -------------------------------------------------------------
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    mail_from: str = "Overtime <billing@overtime.local>"
+    telephony_webhook_url: str | None = None
+    webhook_secret: str = "dev-webhook-secret"
+
+    # --- per-account dispatch (API side) --------------------------------------------
+    # Temporal allows 10 Updates in flight per workflow; each API process keeps at most
+    # this many, coalescing everything else into batches.
+    dispatch_max_in_flight: int = Field(default=2, ge=1, le=5)
+    dispatch_max_batch: int = Field(default=100, ge=1, le=500)
+    dispatch_deadline_seconds: float = 20.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def temporal_address(self) -> str:
+        return f"{self.temporal_host}:{self.temporal_port}"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'overtime.db').resolve()}"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Client side: the HTTP API, the per-account dispatcher and the admin CLI."""

@@ -1,0 +1,285 @@
+"""The HTTP API: telephony, admin and health endpoints (OpenAPI at /openapi.json).
+
+Run it with ``uvicorn starter.api:app_from_env --factory`` (``make run`` does). Routes are
+thin: auth, parse, one call into :mod:`starter.services`, shape the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+from billing.rules import ExtraMinutesSettings
+from overtime.db import as_utc, init_db, session_scope
+from overtime.settings import Settings, get_settings
+from starter import schemas
+from starter.dispatcher import AccountDispatcher
+from starter.services import AccountService, ApiError
+from workflows.types import AccountSnapshot
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": schemas.ErrorOut} for status in (401, 403, 404, 409, 422, 503)
+}
+
+
+def service_of(request: Request) -> AccountService:
+    return request.app.state.service
+
+
+Service = Annotated[AccountService, Depends(service_of)]
+
+
+def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
+    """The API for ``settings``; pass ``client`` to share a Temporal client (tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        init_db(settings.resolved_database_url())
+        temporal = client or await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace
+        )
+        dispatcher = AccountDispatcher(
+            temporal,
+            settings.task_queue,
+            max_in_flight=settings.dispatch_max_in_flight,
+            max_batch=settings.dispatch_max_batch,
+            deadline_seconds=settings.dispatch_deadline_seconds,
+        )
+        service = AccountService(settings, dispatcher)
+        await run_in_threadpool(service.sync_plans)
+        app.state.temporal = temporal
+        app.state.dispatcher = dispatcher
+        app.state.service = service
+        yield
+        await dispatcher.aclose()
+
+    app = FastAPI(
+        title="Overtime",
+        version="1.0.0",
+        description="Pay-as-you-go extra minutes with hard spending limits.",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+
+    def require(token_name: str) -> Callable[[Request], None]:
+        def check(request: Request) -> None:
+            header = request.headers.get("authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not given:
+                raise ApiError(401, "unauthorized", "missing bearer token")
+            expected = getattr(settings, token_name)
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                raise ApiError(403, "forbidden", "this token may not use this endpoint")
+
+        return check
+
+    admin = Depends(require("admin_token"))
+    telephony = Depends(require("telephony_token"))
+
+    @app.get("/healthz", response_model=schemas.HealthOut, responses={503: {}})
+    async def healthz(request: Request) -> JSONResponse:
+        temporal_ok, worker_ok = await _temporal_health(request.app.state.temporal, settings)
+        database_ok = await run_in_threadpool(_database_health, settings)
+        healthy = temporal_ok and worker_ok and database_ok
+        body = schemas.HealthOut(
+            status="ok" if healthy else "degraded",
+            temporal=temporal_ok,
+            worker=worker_ok,
+            database=database_ok,
+        )
+        return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+
+    @app.get("/v1/plans", response_model=list[schemas.PlanOut])
+    async def plans(service: Service) -> list[schemas.PlanOut]:
+        return [schemas.PlanOut(**vars(terms)) for terms in service.catalog.values()]
+
+    @app.post(
+        "/v1/accounts",
+        status_code=201,
+        response_model=schemas.AccountOut,
+        dependencies=[admin],
+        responses=ERROR_RESPONSES,
+    )
+    async def create_account(body: schemas.AccountIn, service: Service) -> schemas.AccountOut:
+        account = await service.create_account(
+            body.account_id, str(body.email), body.plan, body.locale, body.timezone
+        )
+        return schemas.AccountOut(
+            account_id=account.account_id,
+            email=account.email,
+            plan=account.plan,
+            locale=account.locale,
+            timezone=account.timezone,
+            created_at=as_utc(account.created_at).isoformat(),
+        )
+
+    @app.put(
+        "/v1/accounts/{account_id}/extra-minutes",
+        response_model=schemas.ExtraMinutesOut,
+        dependencies=[admin],
+        responses=ERROR_RESPONSES,
+    )
+    async def put_extra_minutes(
+        account_id: str, body: schemas.ExtraMinutesIn, service: Service
+    ) -> schemas.ExtraMinutesOut:
+        snapshot = await service.change_extra_minutes(
+            account_id,
+            ExtraMinutesSettings(body.enabled, body.limit_cents, body.limit_minutes),
+            actor="admin",
+        )
+        return _extra_minutes_out(snapshot)
+
+    @app.get(
+        "/v1/accounts/{account_id}/state",
+        response_model=schemas.StateOut,
+        dependencies=[admin],
+        responses=ERROR_RESPONSES,
+    )
+    async def account_state(account_id: str, service: Service) -> schemas.StateOut:
+        start_input = await service.load(account_id)
+        snapshot = await service.snapshot(account_id)
+        return state_out(snapshot, ZoneInfo(start_input.profile.timezone))
+
+    @app.get(
+        "/v1/accounts/{account_id}/notifications",
+        response_model=list[schemas.NotificationOut],
+        dependencies=[admin],
+        responses=ERROR_RESPONSES,
+    )
+    async def notifications(account_id: str, service: Service) -> list[schemas.NotificationOut]:
+        start_input = await service.load(account_id)
+        zone = ZoneInfo(start_input.profile.timezone)
+        return [
+            schemas.NotificationOut(
+                kind=row.kind,
+                to=row.to,
+                sent_at=as_utc(row.sent_at).astimezone(zone).isoformat(),
+                period_start=as_utc(row.period_start).astimezone(zone).isoformat(),
+            )
+            for row in await service.notifications(account_id)
+        ]
+
+    @app.post(
+        "/v1/calls/authorize",
+        response_model=schemas.AuthorizeOut,
+        response_model_exclude_none=True,
+        dependencies=[telephony],
+        responses=ERROR_RESPONSES,
+    )
+    async def authorize(body: schemas.AuthorizeIn, service: Service) -> schemas.AuthorizeOut:
+        result = await service.authorize(body.account_id, body.call_id)
+        if result.allowed:
+            return schemas.AuthorizeOut(allowed=True, granted_seconds=result.granted_seconds)
+        return schemas.AuthorizeOut(allowed=False, reason=result.reason)  # type: ignore[arg-type]
+
+    @app.post(
+        "/v1/calls/usage",
+        response_model=schemas.UsageOut,
+        dependencies=[telephony],
+        responses=ERROR_RESPONSES,
+    )
+    async def usage(body: schemas.UsageIn, service: Service) -> schemas.UsageOut:
+        result = await service.report_usage(body.account_id, body.call_id, body.seconds)
+        return schemas.UsageOut(recorded=bool(result.recorded), duplicate=bool(result.duplicate))
+
+    return app
+
+
+def state_out(snapshot: AccountSnapshot, zone: ZoneInfo) -> schemas.StateOut:
+    return schemas.StateOut(
+        period_start=snapshot.period_start.astimezone(zone).isoformat(),
+        period_end=snapshot.period_end.astimezone(zone).isoformat(),
+        plan=snapshot.plan,
+        included_seconds=snapshot.included_seconds,
+        used_seconds=snapshot.used_seconds,
+        extra_seconds=snapshot.extra_seconds,
+        extra_cost_cents=snapshot.extra_cost_cents,
+        enabled=snapshot.enabled,
+        limit_cents=snapshot.limit_cents,
+        limit_minutes=snapshot.limit_minutes,
+        extra_allowed_seconds=snapshot.extra_allowed_seconds,
+        reserved_seconds=snapshot.reserved_seconds,
+        accepting_calls=snapshot.accepting_calls,
+        stop_reason=snapshot.stop_reason,
+    )
+
+
+def _extra_minutes_out(snapshot: AccountSnapshot) -> schemas.ExtraMinutesOut:
+    return schemas.ExtraMinutesOut(
+        enabled=snapshot.enabled,
+        limit_cents=snapshot.limit_cents,
+        limit_minutes=snapshot.limit_minutes,
+        extra_allowed_seconds=snapshot.extra_allowed_seconds,
+        accepting_calls=snapshot.accepting_calls,
+        stop_reason=snapshot.stop_reason,
+    )
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as ``{"error": CODE, "detail": TEXT}``."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, err: ApiError) -> JSONResponse:
+        return JSONResponse({"error": err.code, "detail": err.detail}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+        parts = []
+        for problem in err.errors():
+            where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body")
+            parts.append(f"{where or 'body'}: {problem.get('msg', 'invalid')}")
+        return JSONResponse(
+            {"error": "invalid_request", "detail": "; ".join(parts)}, status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "detail": str(err.detail)}, status_code=err.status_code
+        )
+
+
+async def _temporal_health(client: Client, settings: Settings) -> tuple[bool, bool]:
+    try:
+        response = await asyncio.wait_for(
+            client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=settings.temporal_namespace,
+                    task_queue=TaskQueue(name=settings.task_queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                )
+            ),
+            timeout=5,
+        )
+    except Exception:
+        return False, False
+    return True, len(response.pollers) > 0
+
+
+def _database_health(settings: Settings) -> bool:
+    try:
+        with session_scope(settings.resolved_database_url()) as session:
+            session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        return True
+    except Exception:
+        return False
+
+
+def app_from_env() -> FastAPI:
+    return create_app(get_settings())

@@ -1,0 +1,114 @@
+"""Request and response bodies of the HTTP API (the contract the telephony backend uses)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class Body(BaseModel):
+    # Unknown fields are an error, numbers must be JSON integers (no "5", no 5.5, no true).
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str
+
+
+class PlanOut(BaseModel):
+    plan: str
+    monthly_fee_cents: int
+    included_minutes: int
+    extra_minute_price_cents: int
+
+
+class AccountIn(Body):
+    account_id: str = Field(pattern=ID_PATTERN)
+    email: EmailStr
+    plan: str = Field(min_length=1, max_length=64)
+    locale: Literal["de", "en"] | None = None
+    timezone: str | None = Field(default=None, max_length=64)
+
+
+class AccountOut(BaseModel):
+    account_id: str
+    email: str
+    plan: str
+    locale: str
+    timezone: str
+    created_at: str
+
+
+class ExtraMinutesIn(Body):
+    enabled: bool
+    limit_cents: int | None = None
+    limit_minutes: int | None = None
+
+
+class ExtraMinutesOut(BaseModel):
+    enabled: bool
+    limit_cents: int | None
+    limit_minutes: int | None
+    extra_allowed_seconds: int
+    accepting_calls: bool
+    stop_reason: str | None
+
+
+class AuthorizeIn(Body):
+    account_id: str = Field(pattern=ID_PATTERN)
+    call_id: str = Field(pattern=ID_PATTERN)
+
+
+class AuthorizeOut(BaseModel):
+    allowed: bool
+    granted_seconds: int | None = None
+    reason: Literal["limit_reached", "included_minutes_exhausted", "payment_overdue"] | None = (
+        None
+    )
+
+
+class UsageIn(Body):
+    account_id: str = Field(pattern=ID_PATTERN)
+    call_id: str = Field(pattern=ID_PATTERN)
+    # The call's total once it ended; the upper bound is checked against settings.
+    seconds: int = Field(ge=0)
+
+
+class UsageOut(BaseModel):
+    recorded: bool
+    duplicate: bool
+
+
+class StateOut(BaseModel):
+    period_start: str
+    period_end: str
+    plan: str
+    included_seconds: int
+    used_seconds: int
+    extra_seconds: int
+    extra_cost_cents: int
+    enabled: bool
+    limit_cents: int | None
+    limit_minutes: int | None
+    extra_allowed_seconds: int
+    reserved_seconds: int
+    accepting_calls: bool
+    stop_reason: str | None
+
+
+class NotificationOut(BaseModel):
+    kind: str
+    to: str
+    sent_at: str
+    period_start: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    temporal: bool
+    worker: bool
+    database: bool

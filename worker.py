@@ -1,0 +1,77 @@
+"""The Temporal worker: runs AccountWorkflow and its activities.
+
+Run it with ``python -m worker`` (``make run`` does). It is stateless: start as many as
+the load needs; they share the task queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.ledger import LedgerActivities
+from activities.notifications import NotificationActivities
+from overtime.db import init_db
+from overtime.settings import Settings, get_settings
+from workflows.account import AccountWorkflow
+
+WORKFLOWS: Sequence[type] = (AccountWorkflow,)
+
+
+def build_worker(
+    client: Client, settings: Settings, executor: ThreadPoolExecutor
+) -> Worker:
+    """One worker for the main task queue; activities are sync and run on ``executor``."""
+    database_url = settings.resolved_database_url()
+    init_db(database_url)
+    ledger = LedgerActivities(database_url)
+    notifications = NotificationActivities(settings)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=[
+            ledger.record_usage,
+            ledger.find_recorded_call,
+            ledger.record_settings_change,
+            ledger.close_period,
+            notifications.send_notice,
+            notifications.send_service_event,
+        ],
+        activity_executor=executor,
+        max_concurrent_activities=executor._max_workers,  # noqa: SLF001
+    )
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+
+
+async def run(settings: Settings) -> None:
+    client = await connect(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity") as executor:
+        worker = build_worker(client, settings, executor)
+        async with worker:
+            logging.getLogger(__name__).info(
+                "worker polling %s on %s", settings.task_queue, settings.temporal_address
+            )
+            await stop.wait()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(run(get_settings()))
+
+
+if __name__ == "__main__":
+    main()

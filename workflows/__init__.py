@@ -1,0 +1,1 @@
+"""Temporal workflows: one AccountWorkflow per account."""

@@ -1,0 +1,172 @@
+"""Dataclasses exchanged between the API, the account workflow and its activities.
+
+They travel through Temporal's JSON payload converter, so they hold only plain fields.
+Changing a field is a workflow-versioning matter: add fields with defaults, never
+rename or remove (replay tests in tests/histories/ guard this).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from billing.account_state import Notice, PeriodState, ServiceEvent, UsageRecord
+from billing.rules import ExtraMinutesSettings, PlanTerms
+
+AUTHORIZE = "authorize"
+USAGE = "usage"
+
+
+def workflow_id_for(account_id: str) -> str:
+    return f"account-{account_id}"
+
+
+@dataclass
+class AccountProfile:
+    """Who the account is; fixed for the life of the workflow."""
+
+    account_id: str
+    email: str
+    locale: str
+    timezone: str
+    created_at: datetime
+    # None: calendar months in ``timezone``; else fixed periods of this many seconds.
+    period_seconds: int | None = None
+
+
+@dataclass
+class BillingConfig:
+    """Operational knobs the workflow needs, fixed per run (taken from Settings)."""
+
+    grant_chunk_seconds: int = 300
+    grant_grace_seconds: int = 120
+    max_limit_cents: int = 1_000_000
+    max_limit_minutes: int = 100_000
+    # Continue-as-new well before Temporal's per-run caps (2,000 Updates,
+    # 10,000 signals) and its history warning (10,240 events).
+    max_updates_per_run: int = 1_000
+    max_signals_per_run: int = 5_000
+    max_history_events: int = 8_000
+
+
+@dataclass
+class AccountWorkflowInput:
+    profile: AccountProfile
+    plan: PlanTerms
+    settings: ExtraMinutesSettings
+    config: BillingConfig = field(default_factory=BillingConfig)
+    # Set on continue-as-new: the live period carried into the next run.
+    state: PeriodState | None = None
+
+
+@dataclass
+class TelephonyRequest:
+    """One authorisation or usage report; the API batches many into one Update."""
+
+    kind: str  # AUTHORIZE | USAGE
+    call_id: str
+    seconds: int | None = None
+
+
+@dataclass
+class TelephonyResult:
+    kind: str
+    call_id: str
+    allowed: bool | None = None
+    granted_seconds: int | None = None
+    reason: str | None = None
+    recorded: bool | None = None
+    duplicate: bool | None = None
+
+
+@dataclass
+class TelephonyBatch:
+    requests: list[TelephonyRequest]
+
+
+@dataclass
+class SettingsChange:
+    settings: ExtraMinutesSettings
+    actor: str  # "admin", "customer:<email>", "system"
+
+
+@dataclass
+class AccountSnapshot:
+    """The live state the admin API returns (``GET /v1/accounts/{id}/state``)."""
+
+    account_id: str
+    period_start: datetime
+    period_end: datetime
+    plan: str
+    included_seconds: int
+    used_seconds: int
+    extra_seconds: int
+    extra_cost_cents: int
+    enabled: bool
+    limit_cents: int | None
+    limit_minutes: int | None
+    extra_allowed_seconds: int
+    reserved_seconds: int
+    accepting_calls: bool
+    stop_reason: str | None
+    excess_seconds: int = 0
+    calls_recorded: int = 0
+    run_updates: int = 0
+
+
+# --- activity inputs ----------------------------------------------------------------
+
+
+@dataclass
+class UsageBatch:
+    account_id: str
+    period_start: datetime
+    period_end: datetime
+    records: list[UsageRecord]
+
+
+@dataclass
+class SettingsChangeRecord:
+    account_id: str
+    actor: str
+    old: ExtraMinutesSettings
+    new: ExtraMinutesSettings
+    changed_at: datetime
+
+
+@dataclass
+class NoticeDelivery:
+    profile: AccountProfile
+    plan: PlanTerms
+    period_start: datetime
+    period_end: datetime
+    notice: Notice
+
+
+@dataclass
+class ServiceEventDelivery:
+    account_id: str
+    period_start: datetime
+    event: ServiceEvent
+
+
+@dataclass
+class PeriodClose:
+    account_id: str
+    period_start: datetime
+    period_end: datetime
+    plan: str
+    included_used_seconds: int
+    extra_used_seconds: int
+    extra_cost_cents: int
+    excess_seconds: int
+    calls_recorded: int
+    extra_minute_price_cents: int
+    limit_cents: int | None
+    stopped_at_limit: bool
+
+
+@dataclass
+class CallLookup:
+    account_id: str
+    call_id: str
