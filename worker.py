@@ -24,9 +24,7 @@ from workflows.account import AccountWorkflow
 WORKFLOWS: Sequence[type] = (AccountWorkflow,)
 
 
-def build_worker(
-    client: Client, settings: Settings, executor: ThreadPoolExecutor
-) -> Worker:
+def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
     """One worker for the main task queue; activities are sync and run on ``executor``."""
     database_url = settings.resolved_database_url()
     init_db(database_url)
@@ -45,7 +43,7 @@ def build_worker(
             notifications.send_service_event,
         ],
         activity_executor=executor,
-        max_concurrent_activities=executor._max_workers,  # noqa: SLF001
+        max_concurrent_activities=executor._max_workers,
     )
 
 

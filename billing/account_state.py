@@ -223,9 +223,7 @@ class PeriodState:
         granted = reservation.granted_seconds if reservation else 0
         billable = min(seconds, granted)
         included = min(billable, self.included_left)
-        extra = min(
-            billable - included, max(0, self.billing_cap_seconds - self.extra_used_seconds)
-        )
+        extra = min(billable - included, max(0, self.billing_cap_seconds - self.extra_used_seconds))
         record = UsageRecord(
             call_id=call_id,
             reported_seconds=seconds,

@@ -84,9 +84,7 @@ def limit_as_cents(settings: ExtraMinutesSettings, plan: PlanTerms) -> int | Non
     return None
 
 
-def validate_settings(
-    settings: ExtraMinutesSettings, plan: PlanTerms, bounds: LimitBounds
-) -> None:
+def validate_settings(settings: ExtraMinutesSettings, plan: PlanTerms, bounds: LimitBounds) -> None:
     """Raise :class:`BillingRuleError` unless ``settings`` may be applied to ``plan``."""
     if not settings.enabled:
         if settings.limit_cents is not None or settings.limit_minutes is not None:
@@ -99,9 +97,7 @@ def validate_settings(
         )
     given = [v for v in (settings.limit_cents, settings.limit_minutes) if v is not None]
     if len(given) != 1:
-        raise BillingRuleError(
-            "invalid_limit", "give exactly one of limit_cents or limit_minutes"
-        )
+        raise BillingRuleError("invalid_limit", "give exactly one of limit_cents or limit_minutes")
     if settings.limit_cents is not None and not 0 < settings.limit_cents <= bounds.max_limit_cents:
         raise BillingRuleError(
             "invalid_limit", f"limit_cents must be between 1 and {bounds.max_limit_cents}"

@@ -56,7 +56,7 @@ class _Handler:
     lock: threading.Lock = field(default_factory=threading.Lock)
     refuse: bool = False  # tests: simulate an SMTP outage
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refuse:
             return "451 4.3.0 mail catcher refusing on purpose (simulated outage)"
         raw = envelope.original_content or envelope.content

@@ -54,9 +54,11 @@ def format_minutes(seconds: int, locale: str) -> str:
     """Billed seconds as minutes with one decimal, the way an invoice line shows them."""
     minutes = (Decimal(seconds) / 60).quantize(Decimal("0.1"))
     text = f"{minutes:,}"
-    return text.replace(",", "X").replace(".", ",").replace("X", ".") if normalise_locale(
-        locale
-    ) == "de" else text
+    return (
+        text.replace(",", "X").replace(".", ",").replace("X", ".")
+        if normalise_locale(locale) == "de"
+        else text
+    )
 
 
 def format_period(start: datetime, end: datetime, timezone: str, locale: str) -> str:

@@ -1,19 +1,44 @@
 """SQLModel tables. Constraints live in the schema, not only in code.
 
-Times are stored in UTC (``timezone=True`` columns; SQLite hands them back naive, so
-read them through :func:`overtime.db.as_utc`).
+Times are stored in UTC through :class:`UTCDateTime` and read back aware, on SQLite and
+PostgreSQL alike.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import CheckConstraint, Column, DateTime, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as UTC on every database.
+
+    SQLite keeps no offset: without this, 10:00+01:00 would be stored as 10:00 and read
+    back as 10:00 UTC. Naive values are refused rather than guessed.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def utc_column(nullable: bool = False, index: bool = False) -> Column:
-    return Column(DateTime(timezone=True), nullable=nullable, index=index)
+    return Column(UTCDateTime(), nullable=nullable, index=index)
 
 
 class Plan(SQLModel, table=True):

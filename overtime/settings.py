@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     max_limit_minutes: int = 100_000
     max_call_seconds: int = 86_400
     currency: str = "eur"
+    # Continue-as-new after this many Updates in one run (Temporal caps a run at 2,000).
+    continue_as_new_after_updates: int = Field(default=1000, ge=10, le=1800)
 
     # --- product ---------------------------------------------------------------------
     # The assistant's name as customers know it (web app menu, email signatures).

@@ -250,9 +250,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
-        return JSONResponse(
-            {"error": code, "detail": str(err.detail)}, status_code=err.status_code
-        )
+        return JSONResponse({"error": code, "detail": str(err.detail)}, status_code=err.status_code)
 
 
 async def _temporal_health(client: Client, settings: Settings) -> tuple[bool, bool]:

@@ -66,9 +66,7 @@ class AuthorizeIn(Body):
 class AuthorizeOut(BaseModel):
     allowed: bool
     granted_seconds: int | None = None
-    reason: Literal["limit_reached", "included_minutes_exhausted", "payment_overdue"] | None = (
-        None
-    )
+    reason: Literal["limit_reached", "included_minutes_exhausted", "payment_overdue"] | None = None
 
 
 class UsageIn(Body):

@@ -92,6 +92,7 @@ class AccountService:
             grant_grace_seconds=self.settings.grant_grace_seconds,
             max_limit_cents=self.settings.max_limit_cents,
             max_limit_minutes=self.settings.max_limit_minutes,
+            max_updates_per_run=self.settings.continue_as_new_after_updates,
         )
 
     # --- accounts ---------------------------------------------------------------------
@@ -122,9 +123,7 @@ class AccountService:
                 try:
                     session.commit()
                 except IntegrityError as err:
-                    raise ApiError(
-                        409, "account_exists", f"account {account_id!r} exists"
-                    ) from err
+                    raise ApiError(409, "account_exists", f"account {account_id!r} exists") from err
 
         await run_in_threadpool(insert)
         await self.dispatcher.ensure_started(self._start_input(account))

@@ -84,7 +84,10 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(TEMPORAL_CLI),
         dev_server_log_level="error",
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "frontend.enableUpdateWorkflowExecution=true",
+        ],
     )
     try:
         yield env
@@ -339,6 +342,19 @@ async def short_api(
     """The same stack, but new accounts get billing periods of a few seconds."""
     short = settings.model_copy(update={"period_seconds": SHORT_PERIOD_SECONDS})
     server, task, api = await start_api(short, temporal_env.client)
+    try:
+        yield api
+    finally:
+        await stop_api(server, task, api)
+
+
+@pytest.fixture(scope="session")
+async def busy_api(
+    settings: Settings, temporal_env: WorkflowEnvironment, worker: WorkerControl
+) -> AsyncIterator[Api]:
+    """The same stack, but account workflows continue as new after only 20 Updates."""
+    busy = settings.model_copy(update={"continue_as_new_after_updates": 20})
+    server, task, api = await start_api(busy, temporal_env.client)
     try:
         yield api
     finally:

@@ -91,9 +91,7 @@ class AccountWorkflow:
             asyncio.ensure_future(self._flush_ledger_forever()),
             asyncio.ensure_future(self._deliver_outbox_forever()),
         ]
-        await workflow.wait_condition(
-            lambda: period_timer.done() or self._continue_as_new_due()
-        )
+        await workflow.wait_condition(lambda: period_timer.done() or self._continue_as_new_due())
 
         # Drain before handing over: no new Updates (the API retries them against the
         # next run), every running handler finished, every ledger row and notice out.
@@ -167,9 +165,7 @@ class AccountWorkflow:
         state = self._state
         profile = self._input.profile
         while True:
-            await workflow.wait_condition(
-                lambda: bool(state.outbox_notices or state.outbox_events)
-            )
+            await workflow.wait_condition(lambda: bool(state.outbox_notices or state.outbox_events))
             self._busy_activities += 1
             try:
                 if state.outbox_events:
@@ -258,7 +254,9 @@ class AccountWorkflow:
             if not duplicate:
                 duplicate = state.settle(request.call_id, request.seconds, workflow.now()).duplicate
             results.append(
-                TelephonyResult(kind=USAGE, call_id=request.call_id, recorded=True, duplicate=duplicate)
+                TelephonyResult(
+                    kind=USAGE, call_id=request.call_id, recorded=True, duplicate=duplicate
+                )
             )
         return results
 

@@ -1,0 +1,81 @@
+"""Replay: running workflows must survive every code change.
+
+``tests/histories/*.json`` are histories recorded from earlier versions of
+AccountWorkflow (authorisations, usage, notices, limit changes, continue-as-new and a
+period close). Each must replay without a non-determinism error against today's code.
+A change that breaks one needs ``workflow.patched()``, not a new recording.
+
+To record fresh histories from the current code (after a deliberate, patched change),
+run ``OVERTIME_RECORD_HISTORIES=tests/histories pytest tests/test_replay.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from tests.conftest import SHORT_PERIOD_SECONDS, Api, eventually
+from workflows.account import AccountWorkflow
+from workflows.types import workflow_id_for
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+def recorded_histories() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+@pytest.mark.parametrize("path", recorded_histories(), ids=lambda p: p.stem)
+async def test_recorded_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    await Replayer(workflows=[AccountWorkflow]).replay_workflow(history)
+
+
+def test_histories_are_recorded() -> None:
+    assert len(recorded_histories()) >= 2, "tests/histories/ must hold recorded histories"
+
+
+async def test_live_histories_replay(
+    api: Api, short_api: Api, busy_api: Api, temporal_env: WorkflowEnvironment
+) -> None:
+    """Every run of a busy scenario replays: limits, notices, hand-over and close."""
+    account = await busy_api.create_account()
+    assert (await busy_api.enable(account, limit_minutes=3)).status_code == 200
+    await busy_api.call(account, "big", 6000)
+    for i in range(6):
+        await busy_api.call(account, f"extra-{i}", 40)
+    await busy_api.enable(account, limit_minutes=5)
+    await busy_api.call(account, "after-raise", 60)
+
+    short_account = await short_api.create_account()
+    await short_api.call(short_account, "p1", 30)
+    await short_api.authorize(short_account, "spanning")
+    first = (await short_api.state(short_account))["period_start"]
+
+    async def rolled() -> bool:
+        return (await short_api.state(short_account))["period_start"] != first
+
+    await eventually(rolled, timeout=SHORT_PERIOD_SECONDS * 3)
+    await short_api.usage(short_account, "spanning", 100)
+
+    client = temporal_env.client
+    replayer = Replayer(workflows=[AccountWorkflow])
+    record_to = os.environ.get("OVERTIME_RECORD_HISTORIES")
+    replayed = 0
+    for name, acct in (("limits-and-continue-as-new", account), ("period-close", short_account)):
+        runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{workflow_id_for(acct)}'")]
+        assert len(runs) >= 2  # continued as new at least once
+        for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
+            history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+            await replayer.replay_workflow(history)
+            replayed += 1
+            if record_to:
+                out = Path(record_to) / f"{name}-run{index}.json"
+                out.write_text(json.dumps(history.to_json_dict(), indent=1))
+    assert replayed >= 4
