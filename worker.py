@@ -7,6 +7,7 @@ the load needs; they share the task queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -15,22 +16,32 @@ from concurrent.futures import ThreadPoolExecutor
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.invoicing import InvoicingActivities
 from activities.ledger import LedgerActivities
 from activities.notifications import NotificationActivities
 from overtime.db import init_db
+from overtime.payments import gateway_for
 from overtime.settings import Settings, get_settings
 from workflows.account import AccountWorkflow
+from workflows.invoice import InvoiceWorkflow
 
-WORKFLOWS: Sequence[type] = (AccountWorkflow,)
+WORKFLOWS: Sequence[type] = (AccountWorkflow, InvoiceWorkflow)
 
 
-def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
-    """One worker for the main task queue; activities are sync and run on ``executor``."""
+def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> list[Worker]:
+    """The main worker, and the Stripe worker whose queue is rate-limited.
+
+    Activities are sync and run on ``executor``. The Stripe limit is enforced by the
+    Temporal server for the whole task queue (``max_task_queue_activities_per_second``),
+    so it holds however many workers run.
+    """
     database_url = settings.resolved_database_url()
     init_db(database_url)
     ledger = LedgerActivities(database_url)
     notifications = NotificationActivities(settings)
-    return Worker(
+    gateway = gateway_for(settings)
+    invoicing = InvoicingActivities(database_url, lambda: gateway)
+    main = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
@@ -43,8 +54,22 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
             notifications.send_service_event,
         ],
         activity_executor=executor,
-        max_concurrent_activities=executor._max_workers,
+        max_concurrent_activities=24,
     )
+    stripe = Worker(
+        client,
+        task_queue=settings.stripe_task_queue,
+        activities=[
+            invoicing.create_invoice,
+            invoicing.pay_invoice,
+            invoicing.refresh_invoice,
+        ],
+        activity_executor=executor,
+        max_concurrent_activities=8,
+        max_task_queue_activities_per_second=settings.stripe_requests_per_second
+        / settings.stripe_calls_per_activity,
+    )
+    return [main, stripe]
 
 
 async def connect(settings: Settings) -> Client:
@@ -58,10 +83,15 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity") as executor:
-        worker = build_worker(client, settings, executor)
-        async with worker:
+        workers = build_workers(client, settings, executor)
+        async with contextlib.AsyncExitStack() as stack:
+            for worker in workers:
+                await stack.enter_async_context(worker)
             logging.getLogger(__name__).info(
-                "worker polling %s on %s", settings.task_queue, settings.temporal_address
+                "worker polling %s and %s on %s",
+                settings.task_queue,
+                settings.stripe_task_queue,
+                settings.temporal_address,
             )
             await stop.wait()
 

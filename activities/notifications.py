@@ -67,6 +67,9 @@ class NotificationActivities:
                     delivery.period_start, delivery.period_end, profile.timezone, locale
                 ),
                 "settings_url": f"{self.settings.public_url}/app/extra-minutes",
+                "payment_url": f"{self.settings.public_url}/app/payment",
+                "link": notice.link,
+                "final": notice.final,
             },
         )
         key_digest = hashlib.sha256(notice.key.encode()).hexdigest()[:16]

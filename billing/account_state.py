@@ -40,6 +40,9 @@ WARNING_PERCENT = 90
 LIMIT_WARNING = "limit_warning"
 LIMIT_REACHED = "limit_reached"
 INCLUDED_EXHAUSTED = "included_minutes_exhausted"
+INVOICE = "invoice"
+PAYMENT_FAILED = "payment_failed"
+EXTRA_DISABLED = "extra_minutes_disabled"
 
 # Stop reasons (the API's "stop_reason" and authorisation "reason").
 REASON_LIMIT = "limit_reached"
@@ -83,6 +86,9 @@ class Notice:
     extra_seconds: int
     extra_cost_cents: int
     created_at: datetime
+    # Invoice notices: the Stripe link, and whether the dunning run has ended.
+    link: str | None = None
+    final: bool = False
 
 
 @dataclass
@@ -130,6 +136,7 @@ class PeriodState:
     accepting_calls: bool = True
     stop_reason: str | None = None
     payment_overdue: bool = False
+    payment_method_on_file: bool = False
     events_emitted: int = 0
     outbox_notices: list[Notice] = field(default_factory=list)
     outbox_events: list[ServiceEvent] = field(default_factory=list)
@@ -259,6 +266,19 @@ class PeriodState:
         self.payment_overdue = overdue
         self._refresh_service(now)
 
+    def set_payment_method(self, on_file: bool, now: datetime) -> bool:
+        """Record whether a payment method is on file; True when this disabled extras.
+
+        Without a payment method nothing could be charged, so removing the last one
+        switches extra minutes off (what was used stays billable) and tells the customer.
+        """
+        self.payment_method_on_file = on_file
+        if on_file or not self.settings.enabled:
+            return False
+        self.change_settings(ExtraMinutesSettings(enabled=False), now)
+        self._notice(EXTRA_DISABLED, f"{self.events_emitted}", now)
+        return True
+
     # --- period rollover -----------------------------------------------------------------
 
     def next_period(self, start: datetime, end: datetime, now: datetime) -> PeriodState:
@@ -280,6 +300,7 @@ class PeriodState:
             period_end=end,
             reservations=carried,
             payment_overdue=self.payment_overdue,
+            payment_method_on_file=self.payment_method_on_file,
             accepting_calls=self.accepting_calls,
             stop_reason=self.stop_reason,
             events_emitted=self.events_emitted,

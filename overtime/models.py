@@ -63,6 +63,13 @@ class Account(SQLModel, table=True):
     extra_enabled: bool = False
     limit_cents: int | None = None
     limit_minutes: int | None = None
+    # Stripe: the customer is created once; the default payment method is mirrored here.
+    stripe_customer_id: str | None = Field(default=None, max_length=64)
+    payment_method_id: str | None = Field(default=None, max_length=64)
+    payment_method_type: str | None = Field(default=None, max_length=32)  # card | sepa_debit
+    payment_method_brand: str | None = Field(default=None, max_length=32)
+    payment_method_last4: str | None = Field(default=None, max_length=4)
+    payment_method_bank: str | None = Field(default=None, max_length=32)
 
 
 class SettingsChange(SQLModel, table=True):
@@ -152,3 +159,37 @@ class ClosedPeriod(SQLModel, table=True):
     limit_cents: int | None = None
     stopped_at_limit: bool = False
     closed_at: datetime = Field(sa_column=utc_column())
+
+
+class Invoice(SQLModel, table=True):
+    """One Stripe invoice per account and period with extra minutes; never two."""
+
+    __table_args__ = (
+        UniqueConstraint("account_id", "period_start", name="uq_invoice_period"),
+        CheckConstraint("amount_cents >= 0 AND extra_seconds >= 0", name="ck_invoice_amounts"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(index=True, max_length=128)
+    period_start: datetime = Field(sa_column=utc_column())
+    period_end: datetime = Field(sa_column=utc_column())
+    extra_seconds: int
+    unit_price_cents: int
+    amount_cents: int
+    currency: str = Field(default="eur", max_length=3)
+    # paid | open (SEPA pending, or awaiting collection) | payment_failed | void | draft
+    status: str = Field(default="draft", max_length=32)
+    stripe_invoice_id: str | None = Field(default=None, max_length=64, index=True)
+    hosted_invoice_url: str | None = None
+    failure_code: str | None = Field(default=None, max_length=64)
+    attempts: int = 0
+    created_at: datetime = Field(sa_column=utc_column())
+    updated_at: datetime = Field(sa_column=utc_column())
+
+
+class StripeEvent(SQLModel, table=True):
+    """Stripe webhook events already handled (Stripe may deliver one several times)."""
+
+    __tablename__ = "stripe_event"
+    event_id: str = Field(primary_key=True, max_length=128)
+    type: str = Field(max_length=64)
+    received_at: datetime = Field(sa_column=utc_column())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, computed_field
+from pydantic import AliasChoices, Field, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -66,12 +66,51 @@ class Settings(BaseSettings):
     telephony_webhook_url: str | None = None
     webhook_secret: str = "dev-webhook-secret"
 
+    # --- Stripe ---------------------------------------------------------------------------
+    # Unset STRIPE_API_KEY: the local fake Stripe server (localstripe behind
+    # devstack/fake_stripe.py) at stripe_api_base. Set: Stripe itself (test mode with an
+    # sk_test_ key), unless OVERTIME_STRIPE_API_BASE says otherwise.
+    stripe_api_key: str = Field(
+        default="sk_test_overtime_local",
+        validation_alias=AliasChoices("STRIPE_API_KEY", "OVERTIME_STRIPE_API_KEY"),
+    )
+    stripe_api_base: str | None = "http://127.0.0.1:8420"
+    stripe_publishable_key: str = Field(
+        default="pk_test_overtime_local",
+        validation_alias=AliasChoices("STRIPE_PUBLISHABLE_KEY", "OVERTIME_STRIPE_PUBLISHABLE_KEY"),
+    )
+    stripe_webhook_secret: str = Field(
+        default="whsec_overtime_local",
+        validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "OVERTIME_STRIPE_WEBHOOK_SECRET"),
+    )
+    # Stripe allows 100 requests/s live and 25 in test mode; the Stripe task queue is
+    # throttled to this many requests per second across all workers.
+    stripe_requests_per_second: float = Field(default=20.0, gt=0)
+    # Stripe calls one invoicing activity makes at most (to turn the request limit into
+    # Temporal's activities-per-second limit).
+    stripe_calls_per_activity: int = Field(default=4, ge=1)
+    dunning_schedule_seconds: list[int] = [3 * 86_400, 5 * 86_400, 7 * 86_400]
+    reconcile_interval_seconds: int = Field(default=6 * 3600, gt=0)
+
     # --- per-account dispatch (API side) --------------------------------------------
     # Temporal allows 10 Updates in flight per workflow; each API process keeps at most
     # this many, coalescing everything else into batches.
     dispatch_max_in_flight: int = Field(default=2, ge=1, le=5)
     dispatch_max_batch: int = Field(default=100, ge=1, le=500)
     dispatch_deadline_seconds: float = 20.0
+
+    @model_validator(mode="after")
+    def _real_stripe_needs_no_fake(self) -> Settings:
+        if (
+            self.stripe_api_key != "sk_test_overtime_local"
+            and "stripe_api_base" not in self.model_fields_set
+        ):
+            self.stripe_api_base = None  # a real key talks to Stripe itself
+        return self
+
+    @property
+    def stripe_task_queue(self) -> str:
+        return f"{self.task_queue}-stripe"
 
     @computed_field  # type: ignore[prop-decorator]
     @property

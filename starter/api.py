@@ -7,8 +7,7 @@ thin: auth, parse, one call into :mod:`starter.services`, shape the answer.
 from __future__ import annotations
 
 import asyncio
-import hmac
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -26,10 +25,15 @@ from temporalio.client import Client
 
 from billing.rules import ExtraMinutesSettings
 from overtime.db import as_utc, init_db, session_scope
+from overtime.payments import gateway_for
 from overtime.settings import Settings, get_settings
 from starter import schemas
+from starter.auth import admin_only, telephony_only
 from starter.dispatcher import AccountDispatcher
-from starter.services import AccountService, ApiError
+from starter.errors import ApiError
+from starter.payment_routes import router as payment_router
+from starter.payments import PaymentService
+from starter.services import AccountService
 from workflows.types import AccountSnapshot
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -62,6 +66,9 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         )
         service = AccountService(settings, dispatcher)
         await run_in_threadpool(service.sync_plans)
+        app.state.payments = PaymentService(
+            service, gateway_for(settings), temporal, settings.stripe_webhook_secret
+        )
         app.state.temporal = temporal
         app.state.dispatcher = dispatcher
         app.state.service = service
@@ -74,22 +81,11 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         description="Pay-as-you-go extra minutes with hard spending limits.",
         lifespan=lifespan,
     )
+    app.state.settings = settings
     _install_error_handlers(app)
+    app.include_router(payment_router)
 
-    def require(token_name: str) -> Callable[[Request], None]:
-        def check(request: Request) -> None:
-            header = request.headers.get("authorization", "")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not given:
-                raise ApiError(401, "unauthorized", "missing bearer token")
-            expected = getattr(settings, token_name)
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                raise ApiError(403, "forbidden", "this token may not use this endpoint")
-
-        return check
-
-    admin = Depends(require("admin_token"))
-    telephony = Depends(require("telephony_token"))
+    admin, telephony = admin_only, telephony_only
 
     @app.get("/healthz", response_model=schemas.HealthOut, responses={503: {}})
     async def healthz(request: Request) -> JSONResponse:
@@ -216,6 +212,8 @@ def state_out(snapshot: AccountSnapshot, zone: ZoneInfo) -> schemas.StateOut:
         reserved_seconds=snapshot.reserved_seconds,
         accepting_calls=snapshot.accepting_calls,
         stop_reason=snapshot.stop_reason,
+        payment_method_on_file=snapshot.payment_method_on_file,
+        payment_overdue=snapshot.payment_overdue,
     )
 
 

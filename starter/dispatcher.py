@@ -36,6 +36,7 @@ from workflows.account import RETRY_LATER, AccountWorkflow
 from workflows.types import (
     AccountSnapshot,
     AccountWorkflowInput,
+    PaymentMethodChange,
     SettingsChange,
     TelephonyBatch,
     TelephonyRequest,
@@ -150,6 +151,11 @@ class AccountDispatcher:
         self, start_input: AccountWorkflowInput, change: SettingsChange
     ) -> AccountSnapshot:
         return await self._update_with_start(start_input, AccountWorkflow.change_settings, change)
+
+    async def payment_method(
+        self, start_input: AccountWorkflowInput, change: PaymentMethodChange
+    ) -> AccountSnapshot:
+        return await self._update_with_start(start_input, AccountWorkflow.payment_method, change)
 
     async def snapshot(self, start_input: AccountWorkflowInput) -> AccountSnapshot:
         workflow_id = workflow_id_for(start_input.profile.account_id)

@@ -96,6 +96,9 @@ class StateOut(BaseModel):
     reserved_seconds: int
     accepting_calls: bool
     stop_reason: str | None
+    # Beyond the telephony contract (additive): payment status for admins and the web app.
+    payment_method_on_file: bool = False
+    payment_overdue: bool = False
 
 
 class NotificationOut(BaseModel):
@@ -110,3 +113,31 @@ class HealthOut(BaseModel):
     temporal: bool
     worker: bool
     database: bool
+
+
+class PaymentSetupOut(BaseModel):
+    client_secret: str
+    publishable_key: str
+
+
+class PaymentMethodIn(Body):
+    payment_method_id: str = Field(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")
+
+
+class PaymentMethodOut(BaseModel):
+    id: str
+    type: str
+    brand: str | None
+    last4: str | None
+    bank_code: str | None
+
+
+class InvoiceOut(BaseModel):
+    period_start: str
+    period_end: str
+    extra_seconds: int
+    amount_cents: int
+    currency: str
+    status: Literal["paid", "open", "payment_failed", "void", "draft"]
+    stripe_invoice_id: str | None
+    hosted_invoice_url: str | None

@@ -27,6 +27,7 @@ from overtime.db import as_utc, session_scope
 from overtime.models import Account, Notification, Plan
 from overtime.settings import Settings
 from starter.dispatcher import AccountDispatcher, DispatchTimeout, WorkflowRejected
+from starter.errors import ApiError
 from workflows.types import (
     AUTHORIZE,
     USAGE,
@@ -44,14 +45,6 @@ from workflows.types import (
 ACCOUNT_CACHE_SECONDS = 30.0
 
 REJECTION_STATUS = {"not_eligible": 409, "payment_method_required": 409, "invalid_limit": 422}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
 
 
 @dataclass
@@ -93,6 +86,10 @@ class AccountService:
             max_limit_cents=self.settings.max_limit_cents,
             max_limit_minutes=self.settings.max_limit_minutes,
             max_updates_per_run=self.settings.continue_as_new_after_updates,
+            currency=self.settings.currency,
+            stripe_task_queue=self.settings.stripe_task_queue,
+            dunning_schedule_seconds=list(self.settings.dunning_schedule_seconds),
+            reconcile_interval_seconds=self.settings.reconcile_interval_seconds,
         )
 
     # --- accounts ---------------------------------------------------------------------

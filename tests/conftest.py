@@ -30,12 +30,13 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from devstack.fake_stripe import FakeStripe
 from devstack.mail_catcher import MailCatcher
 from overtime import webhooks
 from overtime.db import engine_for, init_db
 from overtime.settings import Settings
 from starter.api import create_app
-from worker import build_worker
+from worker import build_workers
 
 TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
 ADMIN_TOKEN = "test-admin-token"
@@ -102,6 +103,16 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailCatcher]:
     catcher.stop()
 
 
+@pytest.fixture(scope="session")
+def fake_stripe() -> Iterator[FakeStripe]:
+    fake = FakeStripe().start()
+    yield fake
+    fake.stop()
+
+
+STRIPE_WEBHOOK_SECRET = "whsec_test_overtime"
+
+
 @dataclass
 class WebhookReceiver:
     """The telephony backend's webhook endpoint: verifies signatures, keeps events."""
@@ -156,6 +167,7 @@ def settings(
     mail: MailCatcher,
     temporal_env: WorkflowEnvironment,
     webhook_receiver: WebhookReceiver,
+    fake_stripe: FakeStripe,
 ) -> Settings:
     host, port = temporal_env.client.service_client.config.target_host.split(":")
     return Settings(
@@ -171,30 +183,35 @@ def settings(
         smtp_port=mail.port,
         period_seconds=3600,
         grant_chunk_seconds=300,
+        stripe_api_base=fake_stripe.api_base,
+        stripe_api_key=fake_stripe.secret_key,
+        stripe_publishable_key=fake_stripe.publishable_key,
+        stripe_webhook_secret=STRIPE_WEBHOOK_SECRET,
+        # Dunning and reconciliation in seconds instead of days and hours.
+        dunning_schedule_seconds=[2, 2],
+        reconcile_interval_seconds=2,
     )
 
 
 @dataclass
 class WorkerControl:
-    """The in-process worker; tests may stop and restart it mid-traffic."""
+    """The in-process workers; tests may stop and restart them mid-traffic."""
 
     client: Client
     settings: Settings
     executor: ThreadPoolExecutor
-    worker: Worker | None = None
-    task: asyncio.Task[None] | None = None
+    workers: list[Worker] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
-        self.worker = build_worker(self.client, self.settings, self.executor)
-        self.task = asyncio.create_task(self.worker.run())
+        self.workers = build_workers(self.client, self.settings, self.executor)
+        self.tasks = [asyncio.create_task(w.run()) for w in self.workers]
         await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
-        if self.worker is not None:
-            await self.worker.shutdown()
-        if self.task is not None:
-            await self.task
-        self.worker = self.task = None
+        await asyncio.gather(*(w.shutdown() for w in self.workers))
+        await asyncio.gather(*self.tasks)
+        self.workers, self.tasks = [], []
 
 
 @pytest.fixture(scope="session")
@@ -236,7 +253,20 @@ class Api:
         assert response.status_code == 201, response.text
         return account_id
 
+    async def add_payment_method(
+        self, account_id: str, payment_method_id: str = "pm_card_visa"
+    ) -> httpx.Response:
+        return await self.admin.post(
+            f"/v1/accounts/{account_id}/payment-method",
+            json={"payment_method_id": payment_method_id},
+        )
+
     async def enable(self, account_id: str, **limit: int) -> httpx.Response:
+        """Enable extra minutes as a customer would: a card on file, then the limit."""
+        state = await self.state(account_id)
+        if not state["payment_method_on_file"]:
+            added = await self.add_payment_method(account_id)
+            assert added.status_code in (200, 422), added.text  # 422: a free plan's test
         response = await self.admin.put(
             f"/v1/accounts/{account_id}/extra-minutes", json={"enabled": True, **limit}
         )

@@ -17,6 +17,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.ledger import LedgerActivities
@@ -24,18 +25,23 @@ with workflow.unsafe.imports_passed_through():
     from billing.account_state import PeriodState
     from billing.rules import (
         BillingRuleError,
+        ExtraMinutesSettings,
         LimitBounds,
         limit_as_cents,
         period_containing,
+        period_key,
         validate_settings,
     )
+    from workflows.invoice import InvoiceWorkflow
     from workflows.types import (
         AUTHORIZE,
         USAGE,
         AccountSnapshot,
         AccountWorkflowInput,
         CallLookup,
+        InvoiceInput,
         NoticeDelivery,
+        PaymentMethodChange,
         PeriodClose,
         ServiceEventDelivery,
         SettingsChange,
@@ -43,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         TelephonyBatch,
         TelephonyResult,
         UsageBatch,
+        invoice_workflow_id,
     )
 
 # Activities retry until they succeed: an SMTP or database outage delays a notice or a
@@ -56,6 +63,8 @@ ACTIVITY_TIMEOUT = timedelta(seconds=30)
 
 # Rejection types the API understands (see starter/dispatcher.py).
 RETRY_LATER = "retry_later"
+PAYMENT_METHOD_REQUIRED = "payment_method_required"
+INVOICING_PATCH = "stripe-invoicing"
 
 
 @workflow.defn
@@ -214,6 +223,33 @@ class AccountWorkflow:
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY_FOREVER,
         )
+        if workflow.patched(INVOICING_PATCH) and state.extra_used_seconds > 0:
+            await self._start_invoicing()
+
+    async def _start_invoicing(self) -> None:
+        """Hand the closed period to its own InvoiceWorkflow, which outlives this run.
+
+        The child's id is derived from account and period, so the invoice is started
+        once; it runs on while this workflow continues into the next period.
+        """
+        state, config = self._state, self._input.config
+        await workflow.start_child_workflow(
+            InvoiceWorkflow.run,
+            InvoiceInput(
+                profile=self._input.profile,
+                period_start=state.period_start,
+                period_end=state.period_end,
+                extra_seconds=state.extra_used_seconds,
+                unit_price_cents=state.plan.extra_minute_price_cents,
+                amount_cents=state.extra_cost_cents,
+                currency=config.currency,
+                dunning_schedule_seconds=list(config.dunning_schedule_seconds),
+                reconcile_interval_seconds=config.reconcile_interval_seconds,
+                stripe_task_queue=config.stripe_task_queue,
+            ),
+            id=invoice_workflow_id(state.account_id, period_key(state.period_start)),
+            parent_close_policy=ParentClosePolicy.ABANDON,
+        )
 
     # --- telephony: authorisations and usage reports ------------------------------------
 
@@ -279,22 +315,32 @@ class AccountWorkflow:
         old = state.settings
         now = workflow.now()
         state.change_settings(change.settings, now)
+        await self._record_settings(old, change.settings, change.actor)
+        return self.snapshot()
+
+    async def _record_settings(
+        self, old: ExtraMinutesSettings, new: ExtraMinutesSettings, actor: str
+    ) -> None:
         self._busy_activities += 1
         try:
             await workflow.execute_activity_method(
                 LedgerActivities.record_settings_change,
-                SettingsChangeRecord(state.account_id, change.actor, old, change.settings, now),
+                SettingsChangeRecord(self._state.account_id, actor, old, new, workflow.now()),
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=RETRY_FOREVER,
             )
         finally:
             self._busy_activities -= 1
-        return self.snapshot()
 
     @change_settings.validator
     def _validate_settings(self, change: SettingsChange) -> None:
         if self._draining:
             raise ApplicationError("period closing or run handing over", type=RETRY_LATER)
+        if change.settings.enabled and not self._state.payment_method_on_file:
+            raise ApplicationError(
+                "add a payment method before enabling extra minutes",
+                type=PAYMENT_METHOD_REQUIRED,
+            )
         config = self._input.config
         try:
             validate_settings(
@@ -304,6 +350,29 @@ class AccountWorkflow:
             )
         except BillingRuleError as err:
             raise ApplicationError(err.detail, type=err.code) from err
+
+    # --- payment -------------------------------------------------------------------------
+
+    @workflow.update
+    async def payment_method(self, change: PaymentMethodChange) -> AccountSnapshot:
+        self._updates_this_run += 1
+        state = self._state
+        old = state.settings
+        now = workflow.now()
+        if state.set_payment_method(change.on_file, now):
+            await self._record_settings(old, ExtraMinutesSettings(enabled=False), change.actor)
+        return self.snapshot()
+
+    @payment_method.validator
+    def _validate_payment_method(self, change: PaymentMethodChange) -> None:
+        if self._draining:
+            raise ApplicationError("period closing or run handing over", type=RETRY_LATER)
+
+    @workflow.signal
+    def payment_overdue(self, overdue: bool) -> None:
+        """From InvoiceWorkflow: dunning ended unpaid (True), or the invoice got paid."""
+        self._signals_this_run += 1
+        self._state.set_payment_overdue(overdue, workflow.now())
 
     # --- queries --------------------------------------------------------------------------
 
@@ -329,4 +398,6 @@ class AccountWorkflow:
             excess_seconds=state.excess_seconds,
             calls_recorded=state.calls_recorded,
             run_updates=self._updates_this_run,
+            payment_method_on_file=state.payment_method_on_file,
+            payment_overdue=state.payment_overdue,
         )

@@ -47,6 +47,13 @@ class BillingConfig:
     max_updates_per_run: int = 1_000
     max_signals_per_run: int = 5_000
     max_history_events: int = 8_000
+    # Invoicing (see InvoiceInput); currency of the catalog's prices.
+    currency: str = "eur"
+    stripe_task_queue: str = "overtime-stripe"
+    dunning_schedule_seconds: list[int] = field(
+        default_factory=lambda: [3 * 86_400, 5 * 86_400, 7 * 86_400]
+    )
+    reconcile_interval_seconds: int = 6 * 3600
 
 
 @dataclass
@@ -91,6 +98,12 @@ class SettingsChange:
 
 
 @dataclass
+class PaymentMethodChange:
+    on_file: bool
+    actor: str
+
+
+@dataclass
 class AccountSnapshot:
     """The live state the admin API returns (``GET /v1/accounts/{id}/state``)."""
 
@@ -112,6 +125,8 @@ class AccountSnapshot:
     excess_seconds: int = 0
     calls_recorded: int = 0
     run_updates: int = 0
+    payment_method_on_file: bool = False
+    payment_overdue: bool = False
 
 
 # --- activity inputs ----------------------------------------------------------------
@@ -170,3 +185,59 @@ class PeriodClose:
 class CallLookup:
     account_id: str
     call_id: str
+
+
+# --- invoicing ----------------------------------------------------------------------
+
+
+def invoice_workflow_id(account_id: str, period_key: str) -> str:
+    return f"invoice-{account_id}-{period_key}"
+
+
+@dataclass
+class InvoiceInput:
+    """What the period's invoice must say; fixed when the period closes."""
+
+    profile: AccountProfile
+    period_start: datetime
+    period_end: datetime
+    extra_seconds: int
+    unit_price_cents: int
+    amount_cents: int
+    currency: str = "eur"
+    # Waits between failed charges before the next attempt; after the last, extra
+    # minutes are suspended until the invoice is paid.
+    dunning_schedule_seconds: list[int] = field(
+        default_factory=lambda: [3 * 86_400, 5 * 86_400, 7 * 86_400]
+    )
+    # How often an unpaid invoice is re-read from Stripe, in case a webhook was lost.
+    reconcile_interval_seconds: int = 6 * 3600
+    stripe_task_queue: str = "overtime-stripe"
+
+
+@dataclass
+class InvoiceState:
+    """The invoice as Stripe and our ledger see it (activity results, DB mirror)."""
+
+    stripe_invoice_id: str
+    status: str  # paid | open | payment_failed | void | draft
+    amount_cents: int
+    hosted_invoice_url: str | None = None
+    failure_code: str | None = None
+
+
+@dataclass
+class ChargeRequest:
+    account_id: str
+    period_start: datetime
+    stripe_invoice_id: str
+    attempt: int
+
+
+@dataclass
+class PaymentEvent:
+    """A Stripe webhook's news about an invoice, forwarded by the API."""
+
+    event_id: str
+    status: str  # paid | payment_failed | open | void
+    failure_code: str | None = None

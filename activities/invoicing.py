@@ -1,0 +1,184 @@
+"""Invoicing activities: the only code that charges money, through the Stripe gateway.
+
+Exactly once, whatever fails: every Stripe call carries an idempotency key derived from
+account, period and step, and because Stripe forgets keys after 24 hours (a worker may
+be down longer) each step first looks for what an earlier attempt created (metadata
+search in Stripe, the ``invoice`` row in our database). They run on the Stripe task
+queue, whose worker is rate-limited below Stripe's request limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from billing.rules import period_key
+from overtime.db import session_scope
+from overtime.mailer import format_minutes
+from overtime.models import Account, Invoice
+from overtime.stripe_gateway import InvoiceResult, StripeGateway, is_retryable
+from workflows.types import ChargeRequest, InvoiceInput, InvoiceState
+
+log = logging.getLogger(__name__)
+
+# Error type the workflow's retry policy does not retry: Stripe refused the request
+# itself (invalid, unauthorised), so sending it again cannot help.
+REJECTED = "StripeRequestRejected"
+
+
+@dataclass
+class InvoicingActivities:
+    database_url: str
+    gateway_factory: Callable[[], StripeGateway]
+
+    @activity.defn
+    def create_invoice(self, request: InvoiceInput) -> InvoiceState:
+        """Find or create the period's finalised invoice (one line: minutes × price)."""
+        account_id = request.profile.account_id
+        key = period_key(request.period_start)
+        gateway = self.gateway_factory()
+        with session_scope(self.database_url) as session:
+            account = session.get(Account, account_id)
+            if account is None:
+                raise ApplicationError(f"no account {account_id}", type=REJECTED)
+            existing = self._row(session, account_id, request.period_start)
+        try:
+            customer_id = (account.stripe_customer_id if account else None) or (
+                gateway.ensure_customer(account_id, request.profile.email)
+            )
+            # create_period_invoice looks for what an earlier attempt made (metadata
+            # search) and completes a half-made one, so it is safe to call again.
+            invoice = gateway.create_period_invoice(
+                customer_id=customer_id,
+                account_id=account_id,
+                period_key=key,
+                extra_seconds=request.extra_seconds,
+                unit_price_cents=request.unit_price_cents,
+                amount_cents=request.amount_cents,
+                description=(
+                    f"Extra minutes {request.period_start.date().isoformat()} – "
+                    f"{request.period_end.date().isoformat()}: "
+                    f"{format_minutes(request.extra_seconds, 'en')} min × "
+                    f"{request.unit_price_cents} ct"
+                ),
+                period_start=request.period_start,
+                period_end=request.period_end,
+            )
+            if invoice.status == "draft":
+                invoice = gateway.finalize_invoice(
+                    invoice.invoice_id, f"{account_id}:{key}:finalize"
+                )
+        except Exception as err:
+            raise _classified(err) from err
+        if invoice.amount_cents != request.amount_cents:
+            # Never charge what the ledger does not say: stop and let a human look.
+            raise ApplicationError(
+                f"invoice {invoice.invoice_id} is {invoice.amount_cents} ct, "
+                f"the period's extra minutes cost {request.amount_cents} ct",
+                type=REJECTED,
+            )
+        self._store(request, invoice, existing_id=existing.id if existing else None)
+        return _state(invoice)
+
+    @activity.defn
+    def pay_invoice(self, charge: ChargeRequest) -> InvoiceState:
+        """Charge the invoice off-session; a decline is a result, not an error."""
+        gateway = self.gateway_factory()
+        try:
+            current = gateway.retrieve_invoice(charge.stripe_invoice_id)
+            if current.status in ("paid", "void"):
+                invoice = current
+            else:
+                invoice = gateway.pay_invoice(
+                    charge.stripe_invoice_id,
+                    f"{charge.account_id}:{period_key(charge.period_start)}:pay:{charge.attempt}",
+                )
+        except Exception as err:
+            raise _classified(err) from err
+        self._update(charge, invoice, attempts=charge.attempt + 1)
+        return _state(invoice)
+
+    @activity.defn
+    def refresh_invoice(self, charge: ChargeRequest) -> InvoiceState:
+        """Re-read the invoice from Stripe (after a webhook, or to reconcile a lost one)."""
+        try:
+            invoice = self.gateway_factory().retrieve_invoice(charge.stripe_invoice_id)
+        except Exception as err:
+            raise _classified(err) from err
+        self._update(charge, invoice, attempts=None)
+        return _state(invoice)
+
+    # --- the database mirror ------------------------------------------------------------
+
+    def _row(self, session, account_id: str, period_start: datetime) -> Invoice | None:  # type: ignore[no-untyped-def]
+        return session.exec(
+            select(Invoice).where(
+                Invoice.account_id == account_id, Invoice.period_start == period_start
+            )
+        ).first()
+
+    def _store(
+        self, request: InvoiceInput, invoice: InvoiceResult, existing_id: int | None
+    ) -> None:
+        now = datetime.now(UTC)
+        with session_scope(self.database_url) as session:
+            row = session.get(Invoice, existing_id) if existing_id else None
+            if row is None:
+                row = Invoice(
+                    account_id=request.profile.account_id,
+                    period_start=request.period_start,
+                    period_end=request.period_end,
+                    extra_seconds=request.extra_seconds,
+                    unit_price_cents=request.unit_price_cents,
+                    amount_cents=request.amount_cents,
+                    currency=request.currency,
+                    created_at=now,
+                    updated_at=now,
+                )
+            row.stripe_invoice_id = invoice.invoice_id
+            row.status = invoice.status
+            row.hosted_invoice_url = invoice.hosted_invoice_url
+            row.updated_at = now
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()  # a concurrent attempt stored it: same invoice
+
+    def _update(self, charge: ChargeRequest, invoice: InvoiceResult, attempts: int | None) -> None:
+        with session_scope(self.database_url) as session:
+            row = self._row(session, charge.account_id, charge.period_start)
+            if row is None:
+                return
+            row.status = invoice.status
+            row.failure_code = invoice.failure_code
+            row.hosted_invoice_url = invoice.hosted_invoice_url or row.hosted_invoice_url
+            if attempts is not None:
+                row.attempts = max(row.attempts, attempts)
+            row.updated_at = datetime.now(UTC)
+            session.add(row)
+            session.commit()
+
+
+def _state(invoice: InvoiceResult) -> InvoiceState:
+    return InvoiceState(
+        stripe_invoice_id=invoice.invoice_id,
+        status=invoice.status,
+        amount_cents=invoice.amount_cents,
+        hosted_invoice_url=invoice.hosted_invoice_url,
+        failure_code=invoice.failure_code,
+    )
+
+
+def _classified(err: Exception) -> Exception:
+    """Transient Stripe trouble is retried by Temporal; anything else is final."""
+    if is_retryable(err):
+        return err
+    return ApplicationError(f"Stripe refused the request: {err}", type=REJECTED, non_retryable=True)

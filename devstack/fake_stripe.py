@@ -1,0 +1,2066 @@
+"""A local Stripe for tests and the demo stack: the real localstripe behind a gap-filling proxy.
+
+``FakeStripe`` starts localstripe 1.15.10 as a child process on a free loopback port and
+an aiohttp proxy (own thread, own event loop) in front of it. Clients, including
+``overtime.stripe_gateway`` and the browser stand-in for Stripe.js, talk only to the
+proxy (``fake.api_base``). Most requests pass through unchanged; the proxy fills only the
+gaps our gateway relies on, and keeps real semantics there (declines decline, unknown ids
+404, state lives as long as the server).
+
+Why localstripe is launched through a bootstrap instead of its ``localstripe`` script:
+the script binds every interface (``::``) and pickles its whole store to the fixed path
+``/tmp/localstripe.pickle`` after every write, so two instances on one machine (parallel
+test runs, the demo stack, a developer's own localstripe) overwrite each other's file and
+one restarted with a stale file resurrects old objects. The bootstrap runs the same
+``localstripe.server.app`` on 127.0.0.1 with persistence switched off, and exits when
+our end of its stdin pipe closes, so a killed parent never leaks it.
+
+Gaps measured with stripe 16.1.0 (API 2026-10-28.endive) and how the proxy fills them:
+
+* **Idempotency-Key is ignored** (a repeated key creates a second object). The proxy
+  stores the response of every POST/DELETE that carries a key (scoped by API key) and
+  replays it for the same key with ``Idempotent-Replayed: true``; the same key with
+  other method, path or parameters gets Stripe's 400 ``idempotency_error``; a key that
+  is still in flight gets 409. Injected faults are never stored, so a retry reaches the
+  backend exactly like a retry after a lost connection would.
+* **Test payment-method ids** (``pm_card_visa`` is re-created on every *read* by
+  localstripe, the rest are 404): ids from ``MAGIC_PAYMENT_METHODS`` are replaced, in
+  the path and in ``payment_method`` / ``default_payment_method`` parameters, by a real
+  localstripe PaymentMethod built from the matching test card or IBAN, memoised per
+  (test id, customer). localstripe labels every card ``visa``; the proxy remembers the
+  brand of cards it saw being created and corrects ``card.brand`` in responses.
+* **Standalone invoices** (``POST /v1/invoices`` without a subscription is a 404 "No
+  upcoming invoices", ``collection_method``/``auto_advance`` are a 500, ``/finalize`` is a
+  404, search does not exist). The proxy owns invoices: create (draft, pending items
+  excluded unless ``pending_invoice_items_behavior=include``), retrieve, update, delete,
+  list, ``/lines``, ``/finalize``, ``/pay``, ``/void``, ``/mark_uncollectible`` and
+  ``/v1/invoices/search``, in Stripe's object shape including the ``payments`` list
+  (expandable down to ``payments.data.payment.payment_intent``). Invoice items are
+  still created in localstripe (its validation of customer, amount and currency
+  applies) and then attached to the emulated invoice. ``/pay`` charges through a real
+  localstripe PaymentIntent (``confirm``, ``off_session``), so test cards decline with
+  a 402 ``card_error`` (as Stripe does since 2017-12-14), SEPA debits settle or fail
+  the way localstripe's charges do (``DE62...3001`` fails 0.5 s later), and an invoice's
+  state is re-derived from its PaymentIntent whenever it is read.
+* **Customer search** (``/v1/customers/search``, 404 in localstripe): emulated over
+  localstripe's customer list. Both search endpoints understand Stripe's query language
+  for what we use: ``field:'v'``, ``metadata['k']:'v'``, ``~`` substring, ``-``
+  negation, numeric ``> < >= <=``, ``null``, joined by ``AND`` or ``OR``. Real search is
+  eventually consistent (about a minute); ``search_visibility_delay`` reproduces that.
+* **SetupIntent confirm with ``mandate_data``** (400 in localstripe): the proxy checks
+  it has ``customer_acceptance.type`` and drops it before forwarding. As in Stripe, a
+  SetupIntent that succeeds attaches its PaymentMethod to its customer, and detaching a
+  PaymentMethod clears it as the customer's default (localstripe does neither).
+* Not filled (the gateway does not use them): Prices, billing meters, subscriptions
+  through the proxy's invoice store, webhooks for emulated invoices, listing
+  ``/v1/payment_methods?type=sepa_debit`` (localstripe lists cards only), decline codes
+  other than ``card_declined``, SEPA debits that stay "processing" for days (localstripe
+  settles them at once, or fails them after 0.5 s).
+
+Reliability testing: ``inject_faults(status=500|429|…, count=N, path_prefix=…)`` makes the
+next N matching requests fail with a Stripe-shaped error before they reach the backend
+(``after_forward=True``: after, so the work is done but the answer is lost; ``status=0``
+drops the connection); ``inject_delay(seconds, count)`` delays them. ``request_log``
+lists every request (method, path, idempotency key, status, replayed, injected,
+object id) so tests can assert "one invoice, one charge".
+
+Stripe.js: localstripe serves a stand-in at ``{api_base}/js.stripe.com/v3/``; the proxy
+passes it (and everything else outside ``/v1/``) through. It derives its API base from
+its own ``src``, so loading it from the proxy keeps the browser on the proxy.
+
+Run standalone (demo stack): ``python -m devstack.fake_stripe --port 8420``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import base64
+import contextlib
+import html
+import json
+import re
+import secrets
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+from aiohttp import web
+
+Json = dict[str, Any]
+
+DEFAULT_PUBLISHABLE_KEY = "pk_test_overtime"
+
+# Stripe's documented test PaymentMethod ids, mapped onto cards/IBANs localstripe knows.
+# pm_card_chargeDeclined deliberately uses 4000000000000341 (attaches, every charge
+# declines) rather than ...0002 (declines already on attach in localstripe), because
+# "saved fine, declined at period end" is the case billing has to handle.
+_CARD_EXPIRY = {"exp_month": "12", "exp_year": "2034", "cvc": "123"}
+MAGIC_PAYMENT_METHODS: dict[str, Json] = {
+    "pm_card_visa": {"type": "card", "number": "4242424242424242", "brand": "visa"},
+    "pm_card_visa_debit": {"type": "card", "number": "4000056655665556", "brand": "visa"},
+    "pm_card_mastercard": {"type": "card", "number": "5555555555554444", "brand": "mastercard"},
+    "pm_card_chargeDeclined": {"type": "card", "number": "4000000000000341", "brand": "visa"},
+    "pm_card_chargeCustomerFail": {"type": "card", "number": "4000000000000341", "brand": "visa"},
+    "pm_card_visa_chargeDeclined": {"type": "card", "number": "4000000000000002", "brand": "visa"},
+    "pm_card_authenticationRequired": {
+        "type": "card",
+        "number": "4000002760003184",
+        "brand": "visa",
+    },
+    "pm_sepa_debit": {"type": "sepa_debit", "iban": "DE89370400440532013000"},
+    "pm_sepa_debit_DE": {"type": "sepa_debit", "iban": "DE89370400440532013000"},
+    # localstripe fails charges from this IBAN asynchronously (0.5 s after "processing").
+    "pm_sepa_debit_failed": {"type": "sepa_debit", "iban": "DE62370400440532013001"},
+}
+
+# Runs inside the child process; see the module docstring for why not the CLI script.
+_BACKEND_BOOTSTRAP = r"""
+import os, socket, sys, threading
+from aiohttp import web
+from localstripe import resources, server
+
+resources.Store.dump_to_disk = lambda self: None
+resources.Store.try_load_from_disk = lambda self: None
+
+def _exit_with_parent():
+    sys.stdin.buffer.read()  # EOF once the parent has closed the pipe or died
+    os._exit(0)
+
+threading.Thread(target=_exit_with_parent, daemon=True).start()
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+web.run_app(server.app, sock=sock, access_log=None, print=None)
+"""
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+# --- HTTP helpers -----------------------------------------------------------------------
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Json | None:
+        if "json" not in self.content_type:
+            return None
+        try:
+            value = json.loads(self.body)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+
+def _json_reply(status: int, payload: Json) -> _Reply:
+    return _Reply(status, json.dumps(payload, indent=2, sort_keys=True).encode())
+
+
+class StripeApiError(Exception):
+    """Raised inside handlers to answer with a Stripe-shaped error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        error: Json = {"type": type_, "message": message, **extra}
+        if code is not None:
+            error["code"] = code
+        if param is not None:
+            error["param"] = param
+        self.reply = _json_reply(status, {"error": error})
+
+
+def _missing(kind: str, object_id: str, param: str = "id") -> StripeApiError:
+    return StripeApiError(
+        404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param
+    )
+
+
+def _unflatten(pairs: list[tuple[str, str]]) -> Json:
+    """``a[b][0]=x`` form pairs into nested dicts/lists, the way Stripe reads them."""
+    root: Json = {}
+    for key, value in pairs:
+        parts = re.findall(r"[^\[\]]+|\[\]", key)
+        if not parts:
+            continue
+        node: Any = root
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            if part == "[]":  # "expand[]=x": append
+                part = str(len(node))
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+    return _listify(root)
+
+
+def _listify(node: Any) -> Any:
+    if isinstance(node, dict):
+        converted = {k: _listify(v) for k, v in node.items()}
+        if converted and all(k.isdigit() for k in converted):
+            return [converted[k] for k in sorted(converted, key=int)]
+        return converted
+    return node
+
+
+def _parse_body(raw: bytes) -> Json:
+    """Form bodies (the SDKs) and JSON bodies (localstripe's Stripe.js stand-in)."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        with contextlib.suppress(ValueError):
+            value = json.loads(text)
+            if isinstance(value, dict):
+                return value
+    return _unflatten(parse_qsl(text, keep_blank_values=True))
+
+
+def _as_bool(value: Any, param: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise StripeApiError(400, f"Invalid boolean: {value}", param=param)
+
+
+def _as_int(value: Any, param: str) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+        return int(value)
+    raise StripeApiError(400, f"Invalid integer: {value}", param=param)
+
+
+def _check_params(params: Json, allowed: set[str]) -> None:
+    for key in params:
+        if key not in allowed:
+            raise StripeApiError(400, f"Received unknown parameter: {key}", param=key)
+
+
+def _expand_list(params: Json) -> list[str]:
+    value = params.get("expand") or []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _merge_metadata(current: dict[str, str], update: Any) -> dict[str, str]:
+    """Stripe semantics: keys merge, an empty value deletes, ``metadata=''`` clears all."""
+    if update == "":
+        return {}
+    if not isinstance(update, dict):
+        raise StripeApiError(400, "Invalid metadata", param="metadata")
+    merged = dict(current)
+    for key, value in update.items():
+        if value in ("", None):
+            merged.pop(key, None)
+        else:
+            merged[str(key)] = str(value)
+    return merged
+
+
+# --- Stripe search query language (the subset we emulate) ------------------------------
+
+_CLAUSE = re.compile(
+    r"""\s*(?P<neg>-)?
+        (?P<field>metadata\[(?:'(?P<mk1>[^']*)'|"(?P<mk2>[^"]*)")\]|[a-z_]+)
+        (?P<op>:|~|>=|<=|>|<)
+        (?:'(?P<sq>(?:[^'\\]|\\.)*)'|"(?P<dq>(?:[^"\\]|\\.)*)"|(?P<num>-?\d+)|(?P<null>null))
+        \s*""",
+    re.VERBOSE,
+)
+
+
+@dataclass(frozen=True)
+class _Clause:
+    negate: bool
+    metadata_key: str | None
+    field: str
+    op: str
+    value: str | int | None
+
+
+def _parse_query(query: str) -> tuple[str, list[_Clause]]:
+    """Return the connective ("AND"/"OR") and the clauses; 400 on anything else."""
+    clauses: list[_Clause] = []
+    connectives: set[str] = set()
+    position = 0
+    while True:
+        match = _CLAUSE.match(query, position)
+        if match is None:
+            raise StripeApiError(400, f"Invalid search query: {query!r}", param="query")
+        metadata_key = match["mk1"] if match["mk1"] is not None else match["mk2"]
+        value: str | int | None
+        if match["num"] is not None:
+            value = int(match["num"])
+        elif match["null"] is not None:
+            value = None
+        else:
+            quoted = match["sq"] if match["sq"] is not None else match["dq"]
+            value = re.sub(r"\\(.)", r"\1", quoted or "")
+        clauses.append(
+            _Clause(
+                negate=bool(match["neg"]),
+                metadata_key=metadata_key,
+                field="metadata" if metadata_key is not None else match["field"],
+                op=match["op"],
+                value=value,
+            )
+        )
+        position = match.end()
+        if position >= len(query):
+            break
+        joiner = re.compile(r"(AND|OR)\s+").match(query, position)
+        if joiner is None:
+            raise StripeApiError(400, f"Invalid search query: {query!r}", param="query")
+        connectives.add(joiner.group(1))
+        position = joiner.end()
+    if len(connectives) > 1:
+        raise StripeApiError(400, "Search queries cannot mix AND and OR.", param="query")
+    return (connectives.pop() if connectives else "AND"), clauses
+
+
+def _clause_matches(clause: _Clause, obj: Json) -> bool:
+    if clause.metadata_key is not None:
+        actual: Any = (obj.get("metadata") or {}).get(clause.metadata_key)
+    else:
+        actual = obj.get(clause.field)
+        if isinstance(actual, dict):  # an expanded object: compare its id
+            actual = actual.get("id")
+    wanted = clause.value
+    if clause.op == ":":
+        if wanted is None:
+            result = actual is None
+        else:
+            result = actual is not None and str(actual).lower() == str(wanted).lower()
+    elif clause.op == "~":
+        result = actual is not None and str(wanted).lower() in str(actual).lower()
+    else:
+        if not isinstance(actual, int) or not isinstance(wanted, int):
+            return False
+        result = {
+            ">": actual > wanted,
+            "<": actual < wanted,
+            ">=": actual >= wanted,
+            "<=": actual <= wanted,
+        }[clause.op]
+    return not result if clause.negate else result
+
+
+def _search_filter(query: str, objects: list[Json]) -> list[Json]:
+    connective, clauses = _parse_query(query)
+    combine = all if connective == "AND" else any
+    return [o for o in objects if combine(_clause_matches(c, o) for c in clauses)]
+
+
+def _search_page(path: str, params: Json, matches: list[Json]) -> Json:
+    limit = _as_int(params.get("limit"), "limit") or 10
+    if not 1 <= limit <= 100:
+        raise StripeApiError(400, "limit must be between 1 and 100", param="limit")
+    page = params.get("page")
+    offset = 0
+    if page:
+        found = re.fullmatch(r"page_(\d+)", str(page))
+        if found is None:
+            raise StripeApiError(400, "Invalid page token", param="page")
+        offset = int(found.group(1))
+    matches = sorted(matches, key=lambda o: (o.get("created", 0), o["id"]), reverse=True)
+    chunk = matches[offset : offset + limit]
+    more = offset + limit < len(matches)
+    return {
+        "object": "search_result",
+        "url": path,
+        "data": chunk,
+        "has_more": more,
+        "next_page": f"page_{offset + limit}" if more else None,
+        "total_count": len(matches),
+    }
+
+
+# --- emulated invoices -------------------------------------------------------------------
+
+
+@dataclass
+class _Payment:
+    """An invoice payment attempt, backed by one localstripe PaymentIntent.
+
+    Real Stripe re-confirms one PaymentIntent per invoice; localstripe cannot re-confirm
+    a failed one, so every attempt here gets its own and the latest decides the state.
+    """
+
+    id: str
+    payment_intent: str
+    amount: int
+    created: int
+    status: str = "open"  # open | paid | canceled
+    paid_at: int | None = None
+    canceled_at: int | None = None
+
+
+@dataclass
+class _Invoice:
+    id: str
+    customer: str
+    customer_email: str | None
+    customer_name: str | None
+    currency: str
+    collection_method: str
+    auto_advance: bool
+    description: str | None
+    metadata: dict[str, str]
+    created: int
+    seen_at: float
+    days_until_due: int | None = None
+    due_date: int | None = None
+    default_payment_method: str | None = None
+    state: str = "draft"  # draft | open | paid | void | uncollectible
+    number: str | None = None
+    lines: list[Json] = field(default_factory=list)
+    payments: list[_Payment] = field(default_factory=list)
+    attempt_count: int = 0
+    finalized_at: int | None = None
+    paid_at: int | None = None
+    voided_at: int | None = None
+    uncollectible_at: int | None = None
+    paid_out_of_band: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def total(self) -> int:
+        return sum(int(line["amount"]) for line in self.lines)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as the proxy saw it; ``object_id`` is the ``id`` of a JSON answer."""
+
+    method: str
+    path: str
+    idempotency_key: str | None
+    status: int
+    replayed: bool = False
+    injected: str | None = None  # "fault" | "fault-after" | None
+    object_id: str | None = None
+
+
+@dataclass
+class _Fault:
+    status: int
+    remaining: int
+    path_prefix: str
+    method: str | None
+    after_forward: bool
+
+
+@dataclass
+class _Delay:
+    seconds: float
+    remaining: int
+    path_prefix: str
+    method: str | None
+
+
+@dataclass
+class _Ctx:
+    method: str
+    path: str
+    query_string: str
+    query: Json
+    params: Json
+    raw_body: bytes
+    content_type: str
+    authorization: str
+
+
+@dataclass
+class _StoredResponse:
+    fingerprint: str
+    reply: _Reply
+
+
+_INVOICE_EXPANDABLE = {
+    "payments",
+    "payments.data.payment.payment_intent",
+    "customer",
+    "default_payment_method",
+}
+
+
+class _Emulator:
+    """The proxy's request handling and state; lives entirely on the proxy's event loop
+    except for the small lock-protected parts (faults, log) the public API touches."""
+
+    def __init__(self, backend: str, public_base: str, search_visibility_delay: float) -> None:
+        self.backend = backend
+        self.public_base = public_base
+        self.search_visibility_delay = search_visibility_delay
+        self.session: aiohttp.ClientSession | None = None
+        self.lock = threading.Lock()  # faults + log, shared with the caller's thread
+        self.faults: list[_Fault] = []
+        self.delays: list[_Delay] = []
+        self.log: list[RequestRecord] = []
+        self.idempotency: dict[tuple[str, str], _StoredResponse] = {}
+        self.in_flight: set[tuple[str, str]] = set()
+        self.invoices: dict[str, _Invoice] = {}
+        self.item_to_invoice: dict[str, str] = {}
+        self.invoice_counter = 0
+        self.magic: dict[tuple[str, str | None], str] = {}
+        self.card_brands: dict[str, str] = {}
+        self.intent_overrides: dict[str, Json] = {}
+        self.customer_seen_at: dict[str, float] = {}
+        self.routes: list[tuple[str, re.Pattern[str], Callable[..., Awaitable[_Reply]]]] = [
+            ("GET", re.compile(r"/v1/customers/search"), self.search_customers),
+            ("GET", re.compile(r"/v1/invoices/search"), self.search_invoices),
+            ("POST", re.compile(r"/v1/invoices"), self.create_invoice),
+            ("GET", re.compile(r"/v1/invoices"), self.list_invoices),
+            ("GET", re.compile(r"/v1/invoices/(?P<id>in_\w+)"), self.retrieve_invoice),
+            ("POST", re.compile(r"/v1/invoices/(?P<id>in_\w+)"), self.update_invoice),
+            ("DELETE", re.compile(r"/v1/invoices/(?P<id>in_\w+)"), self.delete_invoice),
+            ("GET", re.compile(r"/v1/invoices/(?P<id>in_\w+)/lines"), self.invoice_lines),
+            ("POST", re.compile(r"/v1/invoices/(?P<id>in_\w+)/finalize"), self.finalize_invoice),
+            ("POST", re.compile(r"/v1/invoices/(?P<id>in_\w+)/pay"), self.pay_invoice),
+            ("POST", re.compile(r"/v1/invoices/(?P<id>in_\w+)/void"), self.void_invoice),
+            (
+                "POST",
+                re.compile(r"/v1/invoices/(?P<id>in_\w+)/mark_uncollectible"),
+                self.mark_uncollectible,
+            ),
+            ("POST", re.compile(r"/v1/invoiceitems"), self.create_invoice_item),
+            ("DELETE", re.compile(r"/v1/invoiceitems/(?P<id>ii_\w+)"), self.delete_invoice_item),
+        ]
+
+    # -- plumbing --------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        method, path = request.method, request.path
+        idem_key = request.headers.get("Idempotency-Key")
+        if method == "OPTIONS":  # CORS preflight from the Stripe.js stand-in
+            return self.to_response(_Reply(204, b"", "text/plain"), request)
+        if not path.startswith("/v1/"):
+            reply = await self.non_api(request, raw)
+            self.record(method, path, idem_key, reply)
+            return self.to_response(reply, request)
+
+        fault = self.take_fault(method, path)
+        delay = self.take_delay(method, path)
+        if delay:
+            await asyncio.sleep(delay)
+        if fault is not None and not fault.after_forward:
+            return self.injected(request, fault, idem_key)
+
+        ctx = _Ctx(
+            method=method,
+            path=path,
+            query_string=request.query_string,
+            query=_unflatten(list(request.query.items())),
+            params=_parse_body(raw) if method in ("POST", "DELETE") else {},
+            raw_body=raw,
+            content_type=request.headers.get("Content-Type", ""),
+            authorization=request.headers.get("Authorization", ""),
+        )
+        scope = (ctx.authorization, idem_key) if idem_key and method != "GET" else None
+        replayed = False
+        if scope is not None:
+            fingerprint = json.dumps([method, path, ctx.params], sort_keys=True)
+            stored = self.idempotency.get(scope)
+            if stored is not None and stored.fingerprint != fingerprint:
+                reply = StripeApiError(
+                    400,
+                    "Keys for idempotent requests can only be used with the same parameters "
+                    f"they were first used with. Try using a key other than '{idem_key}' if "
+                    "you meant to execute a different request.",
+                    type_="idempotency_error",
+                ).reply
+            elif stored is not None:
+                reply = _Reply(
+                    stored.reply.status,
+                    stored.reply.body,
+                    stored.reply.content_type,
+                    {**stored.reply.headers, "Idempotent-Replayed": "true"},
+                )
+                replayed = True
+            elif scope in self.in_flight:
+                reply = StripeApiError(
+                    409,
+                    "There is currently another in-progress request using this Idempotent "
+                    "Key (that probably means you submitted twice, and the other request is "
+                    "still going through). Please retry your request.",
+                    type_="idempotency_error",
+                    code="idempotency_key_in_use",
+                ).reply
+            else:
+                self.in_flight.add(scope)
+                try:
+                    reply = await self.dispatch(ctx)
+                finally:
+                    self.in_flight.discard(scope)
+                self.idempotency[scope] = _StoredResponse(fingerprint, reply)
+        else:
+            reply = await self.dispatch(ctx)
+
+        if fault is not None:  # after_forward: the work is done, the answer is lost
+            return self.injected(request, fault, idem_key, after=True)
+        self.record(method, path, idem_key, reply, replayed=replayed)
+        return self.to_response(reply, request)
+
+    def to_response(self, reply: _Reply, request: web.Request) -> web.Response:
+        headers = dict(reply.headers)
+        origin = request.headers.get("Origin")
+        if origin:  # the Stripe.js stand-in calls us from the web app's origin
+            headers["Access-Control-Allow-Origin"] = origin
+            headers["Access-Control-Allow-Headers"] = "Content-Type, Accept"
+            headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS, DELETE"
+        mime, _, rest = reply.content_type.partition(";")
+        charset = re.search(r"charset=([\w-]+)", rest)
+        return web.Response(
+            status=reply.status,
+            body=reply.body,
+            content_type=mime.strip() or "application/octet-stream",
+            charset=charset.group(1) if charset else None,
+            headers=headers,
+        )
+
+    def injected(
+        self, request: web.Request, fault: _Fault, idem_key: str | None, after: bool = False
+    ) -> web.StreamResponse:
+        label = "fault-after" if after else "fault"
+        if fault.status == 0:  # a dropped connection: the client sees no answer at all
+            self.record_raw(request.method, request.path, idem_key, 0, injected=label)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)
+        if fault.status == 429:
+            error = StripeApiError(
+                429,
+                "Too many requests hit the API too quickly (injected by fake_stripe).",
+                code="rate_limit",
+            )
+        else:
+            error = StripeApiError(
+                fault.status,
+                "An unknown error occurred (injected by fake_stripe).",
+                type_="api_error",
+            )
+        self.record_raw(request.method, request.path, idem_key, fault.status, injected=label)
+        return self.to_response(error.reply, request)
+
+    def record(
+        self,
+        method: str,
+        path: str,
+        idem_key: str | None,
+        reply: _Reply,
+        replayed: bool = False,
+    ) -> None:
+        payload = reply.json() if path.startswith("/v1/") else None
+        object_id = payload.get("id") if payload and isinstance(payload.get("id"), str) else None
+        self.record_raw(method, path, idem_key, reply.status, replayed, None, object_id)
+
+    def record_raw(
+        self,
+        method: str,
+        path: str,
+        idem_key: str | None,
+        status: int,
+        replayed: bool = False,
+        injected: str | None = None,
+        object_id: str | None = None,
+    ) -> None:
+        with self.lock:
+            self.log.append(
+                RequestRecord(method, path, idem_key, status, replayed, injected, object_id)
+            )
+
+    def take_fault(self, method: str, path: str) -> _Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if path.startswith(fault.path_prefix) and fault.method in (None, method):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+    def take_delay(self, method: str, path: str) -> float:
+        with self.lock:
+            for delay in self.delays:
+                if path.startswith(delay.path_prefix) and delay.method in (None, method):
+                    delay.remaining -= 1
+                    if delay.remaining <= 0:
+                        self.delays.remove(delay)
+                    return delay.seconds
+        return 0.0
+
+    async def dispatch(self, ctx: _Ctx) -> _Reply:
+        if not self.authorized(ctx):
+            return StripeApiError(
+                401, "Invalid API Key provided.", type_="invalid_request_error"
+            ).reply
+        try:
+            for method, pattern, handler in self.routes:
+                if method != ctx.method:
+                    continue
+                match = pattern.fullmatch(ctx.path)
+                if match is None:
+                    continue
+                reply = await handler(ctx, **match.groupdict())
+                if reply is not None:
+                    return reply
+            return await self.passthrough(ctx)
+        except StripeApiError as error:
+            return error.reply
+
+    def authorized(self, ctx: _Ctx) -> bool:
+        """Secret keys everywhere; publishable keys only where localstripe allows them."""
+        if re.fullmatch(r"Bearer sk_\S+", ctx.authorization):
+            return True
+        basic = re.fullmatch(r"Basic (\S+)", ctx.authorization)  # curl -u sk_...:
+        if basic:
+            with contextlib.suppress(ValueError):
+                user = base64.b64decode(basic.group(1)).decode().split(":")[0]
+                if re.fullmatch(r"sk_\S+", user):
+                    return True
+        return ctx.method == "POST" and bool(
+            re.fullmatch(
+                r"/v1/(tokens|sources|setup_intents/\w+/(confirm|cancel)"
+                r"|payment_intents/\w+/_authenticate)",
+                ctx.path,
+            )
+        )
+
+    async def backend_call(
+        self,
+        ctx: _Ctx,
+        method: str,
+        path: str,
+        *,
+        params: Json | None = None,
+        query: str = "",
+        raw: bytes | None = None,
+        content_type: str | None = None,
+    ) -> _Reply:
+        assert self.session is not None
+        headers: dict[str, str] = {}
+        if ctx.authorization:
+            headers["Authorization"] = ctx.authorization
+        data: bytes | None = None
+        if params is not None:
+            data = json.dumps(params).encode()
+            headers["Content-Type"] = "application/json"
+        elif raw is not None:
+            data = raw
+            if content_type:
+                headers["Content-Type"] = content_type
+        url = self.backend + path + (f"?{query}" if query else "")
+        async with self.session.request(method, url, data=data, headers=headers) as response:
+            body = await response.read()
+            reply = _Reply(response.status, body, response.headers.get("Content-Type", ""))
+        if reply.status >= 400 and reply.json() is None:
+            # localstripe answers unknown routes with aiohttp's text 404/405; make it
+            # Stripe-shaped so the SDK raises InvalidRequestError, not a parse error.
+            return StripeApiError(
+                reply.status,
+                f"Unrecognized request URL ({method}: {path}) (not emulated by fake_stripe).",
+            ).reply
+        return reply
+
+    async def backend_json(self, ctx: _Ctx, method: str, path: str, **kw: Any) -> Json:
+        """A backend call whose failure is passed on to the client as is."""
+        reply = await self.backend_call(ctx, method, path, **kw)
+        payload = reply.json()
+        if reply.status != 200 or payload is None:
+            error = StripeApiError(reply.status or 500, "backend error")
+            error.reply = reply
+            raise error
+        return payload
+
+    async def non_api(self, request: web.Request, raw: bytes) -> _Reply:
+        found = re.fullmatch(r"/_fake/invoices/(in_\w+)", request.path)
+        if found and found.group(1) in self.invoices:
+            return self.hosted_invoice_page(self.invoices[found.group(1)])
+        assert self.session is not None
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("content-type", "authorization", "origin", "accept")
+        }
+        url = self.backend + request.path_qs
+        async with self.session.request(
+            request.method, url, data=raw or None, headers=headers
+        ) as response:
+            body = await response.read()
+            return _Reply(response.status, body, response.headers.get("Content-Type", ""))
+
+    # -- pass-through with gap fixes ---------------------------------------------------
+
+    async def passthrough(self, ctx: _Ctx) -> _Reply:
+        path = ctx.path
+        params = ctx.params
+        modified = False
+
+        found = re.fullmatch(r"/v1/payment_methods/(pm_\w+)(/attach|/detach)?", path)
+        if found and found.group(1) in MAGIC_PAYMENT_METHODS:
+            customer = params.get("customer") if found.group(2) == "/attach" else None
+            real = await self.materialise(ctx, found.group(1), customer)
+            path = f"/v1/payment_methods/{real}{found.group(2) or ''}"
+
+        customer_in_path = re.fullmatch(r"/v1/customers/(cus_\w+)", path)
+        customer_hint = customer_in_path.group(1) if customer_in_path else params.get("customer")
+        if isinstance(params.get("payment_method"), str) and params["payment_method"] in (
+            MAGIC_PAYMENT_METHODS
+        ):
+            params = {
+                **params,
+                "payment_method": await self.materialise(
+                    ctx, params["payment_method"], customer_hint
+                ),
+            }
+            modified = True
+        settings = params.get("invoice_settings")
+        if isinstance(settings, dict) and settings.get("default_payment_method") in (
+            MAGIC_PAYMENT_METHODS
+        ):
+            real = await self.materialise(ctx, settings["default_payment_method"], customer_hint)
+            params = {**params, "invoice_settings": {**settings, "default_payment_method": real}}
+            modified = True
+        if re.fullmatch(r"/v1/setup_intents/\w+/confirm", path) and "mandate_data" in params:
+            mandate = params["mandate_data"]
+            acceptance = mandate.get("customer_acceptance") if isinstance(mandate, dict) else None
+            if not isinstance(acceptance, dict) or acceptance.get("type") not in (
+                "online",
+                "offline",
+            ):
+                raise StripeApiError(
+                    400, "Invalid mandate_data.customer_acceptance", param="mandate_data"
+                )
+            params = {k: v for k, v in params.items() if k != "mandate_data"}
+            modified = True
+
+        detaching = re.fullmatch(r"/v1/payment_methods/(pm_\w+)/detach", path)
+        detached_from: str | None = None
+        if detaching and ctx.method == "POST":
+            before = await self.backend_call(ctx, "GET", f"/v1/payment_methods/{detaching[1]}")
+            detached_from = (before.json() or {}).get("customer")
+
+        if modified:
+            reply = await self.backend_call(
+                ctx, ctx.method, path, params=params, query=ctx.query_string
+            )
+        else:
+            reply = await self.backend_call(
+                ctx,
+                ctx.method,
+                path,
+                raw=ctx.raw_body or None,
+                content_type=ctx.content_type,
+                query=ctx.query_string,
+            )
+        payload = reply.json()
+        if payload is None or reply.status != 200:
+            return reply
+        if ctx.method == "POST" and path == "/v1/customers":
+            self.customer_seen_at[payload["id"]] = time.monotonic()
+        if detaching and detached_from:
+            # Stripe stops using a detached method as the customer's default; localstripe
+            # keeps pointing at it.
+            owner = await self.backend_json(ctx, "GET", f"/v1/customers/{detached_from}")
+            settings = owner.get("invoice_settings") or {}
+            if settings.get("default_payment_method") == detaching[1]:
+                await self.backend_json(
+                    ctx,
+                    "POST",
+                    f"/v1/customers/{detached_from}",
+                    params={"invoice_settings": {"default_payment_method": ""}},
+                )
+        if ctx.method == "POST" and path == "/v1/payment_methods":
+            card = params.get("card")
+            if isinstance(card, dict) and isinstance(card.get("number"), str):
+                self.card_brands[payload["id"]] = _brand_for(card["number"])
+        if (
+            re.fullmatch(r"/v1/setup_intents/\w+/confirm", path)
+            and payload.get("status") == "succeeded"
+            and payload.get("customer")
+            and payload.get("payment_method")
+        ):
+            # Stripe attaches the method to the SetupIntent's customer; localstripe not.
+            method = await self.backend_json(
+                ctx, "GET", f"/v1/payment_methods/{payload['payment_method']}"
+            )
+            if method.get("customer") is None:
+                await self.backend_json(
+                    ctx,
+                    "POST",
+                    f"/v1/payment_methods/{payload['payment_method']}/attach",
+                    params={"customer": payload["customer"]},
+                )
+        data = params.get("payment_method_data")
+        if isinstance(data, dict) and isinstance(data.get("card"), dict):
+            number = data["card"].get("number")
+            pm_id = payload.get("payment_method")
+            if isinstance(number, str) and isinstance(pm_id, str):
+                self.card_brands[pm_id] = _brand_for(number)
+        return _json_reply(reply.status, self.decorate(payload))
+
+    async def materialise(self, ctx: _Ctx, magic: str, customer: Any) -> str:
+        """The real localstripe PaymentMethod standing in for a Stripe test id."""
+        key = (magic, customer if isinstance(customer, str) else None)
+        if key in self.magic:
+            return self.magic[key]
+        spec = MAGIC_PAYMENT_METHODS[magic]
+        body: Json
+        if spec["type"] == "card":
+            body = {"type": "card", "card": {"number": spec["number"], **_CARD_EXPIRY}}
+        else:
+            body = {
+                "type": "sepa_debit",
+                "sepa_debit": {"iban": spec["iban"]},
+                "billing_details": {"name": "Jenny Rosen", "email": "jenny@example.com"},
+            }
+        created = await self.backend_json(ctx, "POST", "/v1/payment_methods", params=body)
+        if spec["type"] == "card":
+            self.card_brands[created["id"]] = spec["brand"]
+        self.magic[key] = created["id"]
+        return str(created["id"])
+
+    def decorate(self, payload: Any) -> Any:
+        """Correct what localstripe reports differently from Stripe, wherever it appears:
+        card brands (always "visa" there) and off-session PaymentIntents that needed
+        authentication (Stripe fails them; localstripe leaves them waiting)."""
+        if not self.card_brands and not self.intent_overrides:
+            return payload
+        if isinstance(payload, list):
+            return [self.decorate(item) for item in payload]
+        if not isinstance(payload, dict):
+            return payload
+        fixed = {k: self.decorate(v) for k, v in payload.items()}
+        object_id = str(fixed.get("id"))
+        brand = self.card_brands.get(object_id)
+        if (
+            fixed.get("object") == "payment_method"
+            and brand
+            and isinstance(fixed.get("card"), dict)
+        ):
+            fixed["card"] = {**fixed["card"], "brand": brand, "display_brand": brand}
+        if fixed.get("object") == "payment_intent" and object_id in self.intent_overrides:
+            fixed.update(self.intent_overrides[object_id])
+        return fixed
+
+    # -- customers ---------------------------------------------------------------------
+
+    async def all_customers(self, ctx: _Ctx) -> list[Json]:
+        customers: list[Json] = []
+        after: str | None = None
+        while True:
+            query = {"limit": "100", **({"starting_after": after} if after else {})}
+            page = await self.backend_json(ctx, "GET", "/v1/customers", query=urlencode(query))
+            customers.extend(page["data"])
+            if not page.get("has_more") or not page["data"]:
+                return customers
+            after = page["data"][-1]["id"]
+
+    async def search_customers(self, ctx: _Ctx) -> _Reply:
+        params = ctx.query
+        _check_params(params, {"query", "limit", "page", "expand"})
+        if not params.get("query"):
+            raise StripeApiError(400, "Missing required param: query.", param="query")
+        horizon = time.monotonic() - self.search_visibility_delay
+        visible = [
+            c
+            for c in await self.all_customers(ctx)
+            if self.customer_seen_at.get(c["id"], 0.0) <= horizon
+        ]
+        return _json_reply(
+            200, _search_page(ctx.path, params, _search_filter(params["query"], visible))
+        )
+
+    # -- invoices ----------------------------------------------------------------------
+
+    def emulated(self, invoice_id: str) -> _Invoice:
+        invoice = self.invoices.get(invoice_id)
+        if invoice is None:
+            raise _missing("invoice", invoice_id)
+        return invoice
+
+    async def create_invoice(self, ctx: _Ctx) -> _Reply | None:
+        params = ctx.params
+        if params.get("subscription"):
+            return None  # localstripe's own subscription invoices
+        _check_params(
+            params,
+            {
+                "customer",
+                "currency",
+                "collection_method",
+                "auto_advance",
+                "description",
+                "metadata",
+                "days_until_due",
+                "due_date",
+                "pending_invoice_items_behavior",
+                "default_payment_method",
+                "expand",
+            },
+        )
+        customer_id = params.get("customer")
+        if not isinstance(customer_id, str) or not customer_id:
+            raise StripeApiError(400, "Missing required param: customer.", param="customer")
+        customer = await self.get_customer(ctx, customer_id)
+        collection = params.get("collection_method", "charge_automatically")
+        if collection not in ("charge_automatically", "send_invoice"):
+            raise StripeApiError(400, "Invalid collection_method", param="collection_method")
+        days_until_due = _as_int(params.get("days_until_due"), "days_until_due")
+        due_date = _as_int(params.get("due_date"), "due_date")
+        if collection == "send_invoice" and days_until_due is None and due_date is None:
+            raise StripeApiError(
+                400,
+                "Invoices with collection_method=send_invoice need days_until_due or due_date.",
+                param="days_until_due",
+            )
+        behavior = params.get("pending_invoice_items_behavior", "exclude")
+        if behavior not in ("include", "exclude"):
+            raise StripeApiError(
+                400,
+                "Invalid pending_invoice_items_behavior",
+                param="pending_invoice_items_behavior",
+            )
+        default_pm = params.get("default_payment_method") or None
+        if isinstance(default_pm, str) and default_pm in MAGIC_PAYMENT_METHODS:
+            default_pm = await self.materialise(ctx, default_pm, customer_id)
+        self.invoice_counter += 1
+        now = _now()
+        invoice = _Invoice(
+            id=_new_id("in_"),
+            customer=customer_id,
+            customer_email=customer.get("email"),
+            customer_name=customer.get("name"),
+            currency=str(params.get("currency") or customer.get("currency") or "eur").lower(),
+            collection_method=collection,
+            auto_advance=bool(_as_bool(params.get("auto_advance"), "auto_advance")),
+            description=params.get("description") or None,
+            metadata=_merge_metadata({}, params.get("metadata") or {}),
+            created=now,
+            seen_at=time.monotonic(),
+            days_until_due=days_until_due,
+            due_date=due_date,
+            default_payment_method=default_pm,
+        )
+        self.invoices[invoice.id] = invoice
+        if behavior == "include":
+            pending = await self.backend_json(
+                ctx,
+                "GET",
+                "/v1/invoiceitems",
+                query=urlencode({"customer": customer_id, "limit": "100"}),
+            )
+            for item in pending["data"]:
+                if item.get("invoice") is None and item.get("currency") == invoice.currency:
+                    await self.attach_item(ctx, invoice, item)
+        return await self.invoice_reply(ctx, invoice, _expand_list(params))
+
+    async def get_customer(self, ctx: _Ctx, customer_id: str) -> Json:
+        reply = await self.backend_call(ctx, "GET", f"/v1/customers/{customer_id}")
+        payload = reply.json()
+        if reply.status == 404 or payload is None or payload.get("deleted"):
+            raise _missing("customer", customer_id, "customer")
+        if reply.status != 200:
+            error = StripeApiError(reply.status, "backend error")
+            error.reply = reply
+            raise error
+        return payload
+
+    async def attach_item(self, ctx: _Ctx, invoice: _Invoice, item: Json) -> None:
+        """Mark a localstripe invoice item as taken (so it is no longer pending) and add
+        the line to our invoice."""
+        await self.backend_json(
+            ctx, "POST", f"/v1/invoiceitems/{item['id']}", params={"invoice": invoice.id}
+        )
+        self.item_to_invoice[item["id"]] = invoice.id
+        invoice.lines.append(
+            {
+                "id": _new_id("il_"),
+                "object": "line_item",
+                "amount": int(item["amount"]),
+                "currency": item["currency"],
+                "description": item.get("description"),
+                "discount_amounts": [],
+                "discountable": True,
+                "discounts": [],
+                "invoice": invoice.id,
+                "livemode": False,
+                "metadata": dict(item.get("metadata") or {}),
+                "parent": {
+                    "type": "invoice_item_details",
+                    "invoice_item_details": {
+                        "invoice_item": item["id"],
+                        "proration": False,
+                        "proration_details": {"credited_items": None},
+                        "subscription": None,
+                    },
+                    "subscription_item_details": None,
+                },
+                "period": dict(item.get("period") or {"start": _now(), "end": _now()}),
+                "pretax_credit_amounts": [],
+                "pricing": {
+                    "price_details": None,
+                    "type": "price_details",
+                    "unit_amount_decimal": str(item["amount"]),
+                },
+                "quantity": 1,
+                "taxes": [],
+            }
+        )
+
+    async def create_invoice_item(self, ctx: _Ctx) -> _Reply | None:
+        params = ctx.params
+        invoice_id = params.get("invoice")
+        if not invoice_id and "period" not in params:
+            return None  # a plain pending item: localstripe handles it as is
+        _check_params(
+            params,
+            {
+                "customer",
+                "amount",
+                "currency",
+                "description",
+                "metadata",
+                "period",
+                "invoice",
+                "expand",
+            },
+        )
+        invoice = None
+        if invoice_id:
+            invoice = self.emulated(str(invoice_id))
+            if invoice.state != "draft":
+                raise StripeApiError(
+                    400,
+                    f"You can only add invoice items to draft invoices; {invoice.id} is "
+                    f"{invoice.state}.",
+                    param="invoice",
+                )
+            if params.get("customer") not in (None, invoice.customer):
+                raise StripeApiError(
+                    400, "The invoice belongs to another customer.", param="customer"
+                )
+        forwarded: Json = {
+            k: v
+            for k, v in params.items()
+            if k in ("customer", "amount", "currency", "description", "metadata")
+        }
+        if invoice is not None:
+            forwarded.setdefault("customer", invoice.customer)
+            forwarded.setdefault("currency", invoice.currency)
+            if str(forwarded["currency"]).lower() != invoice.currency:
+                raise StripeApiError(
+                    400,
+                    f"The currency of the invoice item ({forwarded['currency']}) must match "
+                    f"the invoice's ({invoice.currency}).",
+                    param="currency",
+                )
+        period = params.get("period")
+        if isinstance(period, dict):  # Stripe's period[start]/[end] is localstripe's period_*
+            forwarded["period_start"] = period.get("start")
+            forwarded["period_end"] = period.get("end")
+        if invoice is None:
+            return await self.backend_call(ctx, "POST", "/v1/invoiceitems", params=forwarded)
+        async with invoice.lock:
+            item = await self.backend_json(ctx, "POST", "/v1/invoiceitems", params=forwarded)
+            await self.attach_item(ctx, invoice, item)
+            item["invoice"] = invoice.id
+        return _json_reply(200, item)
+
+    async def delete_invoice_item(self, ctx: _Ctx, id: str) -> _Reply | None:
+        invoice_id = self.item_to_invoice.get(id)
+        if invoice_id is None:
+            return None
+        invoice = self.invoices[invoice_id]
+        async with invoice.lock:
+            if invoice.state != "draft":
+                raise StripeApiError(400, "You can only delete items of draft invoices.")
+            invoice.lines = [
+                line
+                for line in invoice.lines
+                if line["parent"]["invoice_item_details"]["invoice_item"] != id
+            ]
+            del self.item_to_invoice[id]
+            return await self.backend_call(ctx, "DELETE", f"/v1/invoiceitems/{id}")
+
+    async def retrieve_invoice(self, ctx: _Ctx, id: str) -> _Reply | None:
+        if id not in self.invoices:
+            return None
+        invoice = self.invoices[id]
+        await self.refresh(ctx, invoice)
+        return await self.invoice_reply(ctx, invoice, _expand_list(ctx.query))
+
+    async def update_invoice(self, ctx: _Ctx, id: str) -> _Reply | None:
+        if id not in self.invoices:
+            return None
+        invoice = self.invoices[id]
+        params = ctx.params
+        _check_params(
+            params, {"metadata", "description", "auto_advance", "default_payment_method", "expand"}
+        )
+        async with invoice.lock:
+            if "metadata" in params:
+                invoice.metadata = _merge_metadata(invoice.metadata, params["metadata"])
+            if invoice.state != "draft" and (
+                {"description", "default_payment_method"} & set(params)
+            ):
+                raise StripeApiError(
+                    400,
+                    "Finalized invoices can't be updated in this way.",
+                    code="invoice_not_editable",
+                )
+            if "description" in params:
+                invoice.description = params["description"] or None
+            if "auto_advance" in params:
+                invoice.auto_advance = bool(_as_bool(params["auto_advance"], "auto_advance"))
+            if "default_payment_method" in params:
+                invoice.default_payment_method = params["default_payment_method"] or None
+        return await self.invoice_reply(ctx, invoice, _expand_list(params))
+
+    async def delete_invoice(self, ctx: _Ctx, id: str) -> _Reply | None:
+        if id not in self.invoices:
+            return None
+        invoice = self.invoices[id]
+        async with invoice.lock:
+            if invoice.state != "draft":
+                raise StripeApiError(
+                    400, "You can only delete draft invoices.", code="invoice_not_editable"
+                )
+            for line in invoice.lines:
+                item_id = line["parent"]["invoice_item_details"]["invoice_item"]
+                self.item_to_invoice.pop(item_id, None)
+                await self.backend_call(ctx, "DELETE", f"/v1/invoiceitems/{item_id}")
+            del self.invoices[id]
+        return _json_reply(200, {"id": id, "object": "invoice", "deleted": True})
+
+    async def list_invoices(self, ctx: _Ctx) -> _Reply | None:
+        params = ctx.query
+        if params.get("subscription"):
+            return None
+        _check_params(params, {"customer", "status", "limit", "starting_after", "expand"})
+        limit = _as_int(params.get("limit"), "limit") or 10
+        invoices = sorted(self.invoices.values(), key=lambda i: (i.created, i.id), reverse=True)
+        if params.get("customer"):
+            invoices = [i for i in invoices if i.customer == params["customer"]]
+        for invoice in invoices:
+            await self.refresh(ctx, invoice)
+        if params.get("status"):
+            invoices = [i for i in invoices if i.state == params["status"]]
+        if params.get("starting_after"):
+            ids = [i.id for i in invoices]
+            if params["starting_after"] in ids:
+                invoices = invoices[ids.index(params["starting_after"]) + 1 :]
+        expand = [e.removeprefix("data.") for e in _expand_list(params)]
+        data = [await self.invoice_json(ctx, i, expand) for i in invoices[:limit]]
+        return _json_reply(
+            200,
+            {
+                "object": "list",
+                "url": "/v1/invoices",
+                "data": data,
+                "has_more": len(invoices) > limit,
+            },
+        )
+
+    async def search_invoices(self, ctx: _Ctx) -> _Reply:
+        params = ctx.query
+        _check_params(params, {"query", "limit", "page", "expand"})
+        if not params.get("query"):
+            raise StripeApiError(400, "Missing required param: query.", param="query")
+        horizon = time.monotonic() - self.search_visibility_delay
+        expand = [e.removeprefix("data.") for e in _expand_list(params)]
+        candidates = []
+        for invoice in list(self.invoices.values()):
+            if invoice.seen_at > horizon:
+                continue
+            await self.refresh(ctx, invoice)
+            candidates.append(await self.invoice_json(ctx, invoice, []))
+        page = _search_page(ctx.path, params, _search_filter(params["query"], candidates))
+        if expand:
+            page["data"] = [
+                await self.invoice_json(ctx, self.invoices[item["id"]], expand)
+                for item in page["data"]
+            ]
+        return _json_reply(200, page)
+
+    async def invoice_lines(self, ctx: _Ctx, id: str) -> _Reply | None:
+        if id not in self.invoices:
+            return None
+        invoice = self.invoices[id]
+        return _json_reply(
+            200,
+            {
+                "object": "list",
+                "url": f"/v1/invoices/{id}/lines",
+                "data": [dict(line) for line in invoice.lines],
+                "has_more": False,
+            },
+        )
+
+    async def finalize_invoice(self, ctx: _Ctx, id: str) -> _Reply | None:
+        if id not in self.invoices:
+            return None
+        invoice = self.invoices[id]
+        _check_params(ctx.params, {"auto_advance", "expand"})
+        async with invoice.lock:
+            if invoice.state != "draft":
+                raise StripeApiError(
+                    400,
+                    "This invoice is already finalized, you can't re-finalize a non-draft invoice.",
+                    code="invoice_not_editable",
+                )
+            if "auto_advance" in ctx.params:
+                invoice.auto_advance = bool(_as_bool(ctx.params["auto_advance"], "auto_advance"))
+            self.finalize(invoice)
+        return await self.invoice_reply(ctx, invoice, _expand_list(ctx.params))
+
+    def finalize(self, invoice: _Invoice) -> None:
+        self.invoice_counter += 1
+        invoice.state = "open"
+        invoice.finalized_at = _now()
+        invoice.number = f"FAKE{invoice.customer[-6:].upper()}-{self.invoice_counter:04d}"
+        if invoice.total == 0:  # Stripe settles zero invoices at finalization
+            invoice.state = "paid"
+            invoice.paid_at = invoice.finalized_at
+
+    async def pay_invoice(self, ctx: _Ctx, id: str) -> _Reply | None:
+        if id not in self.invoices:
+            return None
+        invoice = self.invoices[id]
+        params = ctx.params
+        _check_params(
+            params, {"off_session", "payment_method", "paid_out_of_band", "forgive", "expand"}
+        )
+        async with invoice.lock:
+            await self.refresh(ctx, invoice)
+            if invoice.state == "paid":
+                raise StripeApiError(400, "Invoice is already paid", code="invoice_already_paid")
+            if invoice.state == "void":
+                raise StripeApiError(400, "You cannot pay a void invoice.")
+            if invoice.state == "draft":
+                self.finalize(invoice)
+                if invoice.state == "paid":
+                    return await self.invoice_reply(ctx, invoice, _expand_list(params))
+            if _as_bool(params.get("paid_out_of_band"), "paid_out_of_band"):
+                invoice.state, invoice.paid_at, invoice.paid_out_of_band = "paid", _now(), True
+                return await self.invoice_reply(ctx, invoice, _expand_list(params))
+            if invoice.payments and invoice.payments[-1].status == "open":
+                latest = await self.backend_json(
+                    ctx, "GET", f"/v1/payment_intents/{invoice.payments[-1].payment_intent}"
+                )
+                if latest.get("status") == "processing":
+                    raise StripeApiError(
+                        400,
+                        "This invoice's payment is processing; it cannot be paid again until "
+                        "that payment succeeds or fails.",
+                        code="invoice_payment_intent_requires_action",
+                    )
+            payment_method = await self.payment_method_for(ctx, invoice, params)
+            return await self.charge(ctx, invoice, payment_method, _expand_list(params))
+
+    async def payment_method_for(self, ctx: _Ctx, invoice: _Invoice, params: Json) -> str:
+        chosen = params.get("payment_method") or invoice.default_payment_method
+        if isinstance(chosen, str) and chosen in MAGIC_PAYMENT_METHODS:
+            chosen = await self.materialise(ctx, chosen, invoice.customer)
+        if not chosen:
+            customer = await self.get_customer(ctx, invoice.customer)
+            chosen = (customer.get("invoice_settings") or {}).get("default_payment_method")
+            chosen = chosen or customer.get("default_source")
+        if not chosen:
+            raise StripeApiError(
+                400,
+                "This customer has no attached payment source or default payment method. "
+                "Please consider adding a default payment method.",
+            )
+        method = await self.backend_call(ctx, "GET", f"/v1/payment_methods/{chosen}")
+        payload = method.json()
+        if method.status != 200 or payload is None:
+            raise _missing("payment_method", str(chosen), "payment_method")
+        if payload.get("customer") != invoice.customer:
+            raise StripeApiError(
+                400,
+                f"The PaymentMethod {chosen} does not belong to the invoice's customer.",
+                param="payment_method",
+            )
+        return str(chosen)
+
+    async def charge(
+        self, ctx: _Ctx, invoice: _Invoice, payment_method: str, expand: list[str]
+    ) -> _Reply:
+        amount = invoice.total
+        reply = await self.backend_call(
+            ctx,
+            "POST",
+            "/v1/payment_intents",
+            params={
+                "amount": amount,
+                "currency": invoice.currency,
+                "customer": invoice.customer,
+                "payment_method": payment_method,
+                "confirm": True,
+                "off_session": True,
+                "metadata": {"invoice": invoice.id},
+            },
+        )
+        payload = reply.json() or {}
+        error = payload.get("error") if reply.status != 200 else None
+        if error is not None and not error.get("charge"):
+            return reply  # refused before any charge (bad request): nothing attempted
+        invoice.attempt_count += 1
+        if error is not None:  # declined: find the PaymentIntent through its charge
+            charge = await self.backend_json(ctx, "GET", f"/v1/charges/{error['charge']}")
+            intent_id = str(charge["payment_intent"])
+        else:
+            intent_id = str(payload["id"])
+        invoice.payments.append(_Payment(_new_id("inpay_"), intent_id, amount, _now()))
+        intent = await self.backend_json(ctx, "GET", f"/v1/payment_intents/{intent_id}")
+        if intent["status"] == "requires_action":
+            # Off-session there is nobody to authenticate: Stripe fails the attempt and
+            # leaves the PaymentIntent waiting for a new payment method.
+            message = "Your card was declined. This transaction requires authentication."
+            self.intent_overrides[intent_id] = {
+                "status": "requires_payment_method",
+                "next_action": None,
+                "last_payment_error": {
+                    "code": "authentication_required",
+                    "decline_code": "authentication_required",
+                    "message": message,
+                    "type": "card_error",
+                },
+            }
+            raise StripeApiError(
+                402,
+                message,
+                type_="card_error",
+                code="authentication_required",
+                decline_code="authentication_required",
+                payment_intent=self.decorate(intent),
+            )
+        await self.refresh(ctx, invoice)
+        if error is not None:
+            raise StripeApiError(
+                402,
+                str(error.get("message") or "Your card was declined."),
+                type_="card_error",
+                code=str(error.get("code") or "card_declined"),
+                decline_code="generic_decline",
+                charge=error["charge"],
+                payment_intent=self.decorate(intent),
+            )
+        return await self.invoice_reply(ctx, invoice, expand)
+
+    async def void_invoice(self, ctx: _Ctx, id: str) -> _Reply | None:
+        if id not in self.invoices:
+            return None
+        invoice = self.invoices[id]
+        async with invoice.lock:
+            await self.refresh(ctx, invoice)
+            if invoice.state not in ("open", "uncollectible"):
+                raise StripeApiError(
+                    400, f"You can only void open invoices; {id} is {invoice.state}."
+                )
+            for payment in invoice.payments:
+                if payment.status == "open":
+                    await self.backend_call(
+                        ctx, "POST", f"/v1/payment_intents/{payment.payment_intent}/cancel"
+                    )
+                    payment.status, payment.canceled_at = "canceled", _now()
+            invoice.state, invoice.voided_at = "void", _now()
+        return await self.invoice_reply(ctx, invoice, _expand_list(ctx.params))
+
+    async def mark_uncollectible(self, ctx: _Ctx, id: str) -> _Reply | None:
+        if id not in self.invoices:
+            return None
+        invoice = self.invoices[id]
+        async with invoice.lock:
+            await self.refresh(ctx, invoice)
+            if invoice.state != "open":
+                raise StripeApiError(
+                    400, f"You can only mark open invoices uncollectible; {id} is {invoice.state}."
+                )
+            invoice.state, invoice.uncollectible_at = "uncollectible", _now()
+        return await self.invoice_reply(ctx, invoice, _expand_list(ctx.params))
+
+    async def refresh(self, ctx: _Ctx, invoice: _Invoice) -> None:
+        """Settle an open invoice from its latest PaymentIntent (SEPA settles later)."""
+        if invoice.state not in ("open", "uncollectible") or not invoice.payments:
+            return
+        payment = invoice.payments[-1]
+        if payment.status != "open":
+            return
+        reply = await self.backend_call(ctx, "GET", f"/v1/payment_intents/{payment.payment_intent}")
+        intent = reply.json()
+        if reply.status != 200 or intent is None:
+            return
+        if intent.get("status") == "succeeded":
+            payment.status, payment.paid_at = "paid", _now()
+            invoice.state, invoice.paid_at = "paid", payment.paid_at
+        elif intent.get("status") == "canceled":
+            payment.status, payment.canceled_at = "canceled", _now()
+
+    async def invoice_reply(self, ctx: _Ctx, invoice: _Invoice, expand: list[str]) -> _Reply:
+        return _json_reply(200, await self.invoice_json(ctx, invoice, expand))
+
+    async def invoice_json(self, ctx: _Ctx, invoice: _Invoice, expand: list[str]) -> Json:
+        for path in expand:
+            if path not in _INVOICE_EXPANDABLE:
+                raise StripeApiError(
+                    400, f"This property cannot be expanded ({path}).", param="expand"
+                )
+        total = invoice.total
+        paid = invoice.state == "paid"
+        finalized = invoice.finalized_at is not None
+        hosted = f"{self.public_base}/_fake/invoices/{invoice.id}" if finalized else None
+        payload: Json = {
+            "id": invoice.id,
+            "object": "invoice",
+            "account_country": "DE",
+            "account_name": "Overtime (fake Stripe)",
+            "amount_due": total,
+            "amount_overpaid": 0,
+            "amount_paid": total if paid else 0,
+            "amount_remaining": 0 if paid else total,
+            "amount_shipping": 0,
+            "application": None,
+            "attempt_count": invoice.attempt_count,
+            "attempted": invoice.attempt_count > 0,
+            "auto_advance": invoice.auto_advance,
+            "automatic_tax": {
+                "disabled_reason": None,
+                "enabled": False,
+                "liability": None,
+                "provider": None,
+                "status": None,
+            },
+            "automatically_finalizes_at": None,
+            "billing_reason": "manual",
+            "collection_method": invoice.collection_method,
+            "confirmation_secret": None,
+            "created": invoice.created,
+            "currency": invoice.currency,
+            "custom_fields": None,
+            "customer": invoice.customer,
+            "customer_address": None,
+            "customer_email": invoice.customer_email,
+            "customer_name": invoice.customer_name,
+            "customer_phone": None,
+            "customer_shipping": None,
+            "customer_tax_exempt": "none",
+            "customer_tax_ids": [],
+            "default_payment_method": invoice.default_payment_method,
+            "default_source": None,
+            "default_tax_rates": [],
+            "description": invoice.description,
+            "discounts": [],
+            "due_date": invoice.due_date,
+            "effective_at": invoice.finalized_at,
+            "ending_balance": 0 if finalized else None,
+            "footer": None,
+            "from_invoice": None,
+            "hosted_invoice_url": hosted,
+            "invoice_pdf": f"{hosted}?format=pdf" if hosted else None,
+            "issuer": {"type": "self"},
+            "last_finalization_error": None,
+            "latest_revision": None,
+            "lines": {
+                "object": "list",
+                "url": f"/v1/invoices/{invoice.id}/lines",
+                "data": [dict(line) for line in invoice.lines],
+                "has_more": False,
+                "total_count": len(invoice.lines),
+            },
+            "livemode": False,
+            "metadata": dict(invoice.metadata),
+            "next_payment_attempt": None,
+            "number": invoice.number,
+            "on_behalf_of": None,
+            "parent": None,
+            "payment_settings": {
+                "default_mandate": None,
+                "payment_method_options": None,
+                "payment_method_types": None,
+            },
+            "period_end": invoice.created,
+            "period_start": invoice.created,
+            "post_payment_credit_notes_amount": 0,
+            "pre_payment_credit_notes_amount": 0,
+            "receipt_number": None,
+            "rendering": None,
+            "shipping_cost": None,
+            "shipping_details": None,
+            "starting_balance": 0,
+            "statement_descriptor": None,
+            "status": invoice.state,
+            "status_transitions": {
+                "finalized_at": invoice.finalized_at,
+                "marked_uncollectible_at": invoice.uncollectible_at,
+                "paid_at": invoice.paid_at,
+                "voided_at": invoice.voided_at,
+            },
+            "subtotal": total,
+            "subtotal_excluding_tax": total,
+            "test_clock": None,
+            "total": total,
+            "total_discount_amounts": [],
+            "total_excluding_tax": total,
+            "total_pretax_credit_amounts": [],
+            "total_taxes": [],
+            "webhooks_delivered_at": invoice.created,
+        }
+        if "customer" in expand:
+            payload["customer"] = self.decorate(await self.get_customer(ctx, invoice.customer))
+        if "default_payment_method" in expand and invoice.default_payment_method:
+            payload["default_payment_method"] = self.decorate(
+                await self.backend_json(
+                    ctx, "GET", f"/v1/payment_methods/{invoice.default_payment_method}"
+                )
+            )
+        if "payments" in expand or "payments.data.payment.payment_intent" in expand:
+            with_intents = "payments.data.payment.payment_intent" in expand
+            data = []
+            for index, payment in enumerate(invoice.payments):
+                intent: Any = payment.payment_intent
+                if with_intents:
+                    intent = self.decorate(
+                        await self.backend_json(ctx, "GET", f"/v1/payment_intents/{intent}")
+                    )
+                data.append(
+                    {
+                        "id": payment.id,
+                        "object": "invoice_payment",
+                        "amount_paid": payment.amount if payment.status == "paid" else None,
+                        "amount_requested": payment.amount,
+                        "created": payment.created,
+                        "currency": invoice.currency,
+                        "invoice": invoice.id,
+                        "is_default": index == 0,
+                        "livemode": False,
+                        "payment": {"type": "payment_intent", "payment_intent": intent},
+                        "status": payment.status,
+                        "status_transitions": {
+                            "canceled_at": payment.canceled_at,
+                            "paid_at": payment.paid_at,
+                        },
+                    }
+                )
+            payload["payments"] = {
+                "object": "list",
+                "url": "/v1/invoice_payments",
+                "data": data,
+                "has_more": False,
+            }
+        return payload
+
+    def hosted_invoice_page(self, invoice: _Invoice) -> _Reply:
+        """A stand-in for Stripe's hosted invoice page, so demo links lead somewhere."""
+        rows = "".join(
+            f"<tr><td>{html.escape(str(line.get('description') or ''))}</td>"
+            f"<td style='text-align:right'>{int(line['amount']) / 100:.2f} "
+            f"{invoice.currency.upper()}</td></tr>"
+            for line in invoice.lines
+        )
+        body = (
+            "<!doctype html><meta charset='utf-8'><title>Invoice "
+            f"{html.escape(invoice.number or invoice.id)}</title>"
+            f"<h1>Invoice {html.escape(invoice.number or invoice.id)}</h1>"
+            f"<p>Status: <strong>{invoice.state}</strong></p><table>{rows}</table>"
+            f"<p>Total: {invoice.total / 100:.2f} {invoice.currency.upper()}</p>"
+            "<p><small>Served by devstack.fake_stripe, not by Stripe.</small></p>"
+        )
+        return _Reply(200, body.encode(), "text/html; charset=utf-8")
+
+
+def _brand_for(number: str) -> str:
+    if number.startswith("4"):
+        return "visa"
+    if re.match(r"5[1-5]|2[2-7]", number):
+        return "mastercard"
+    if re.match(r"3[47]", number):
+        return "amex"
+    if number.startswith("6"):
+        return "discover"
+    return "unknown"
+
+
+class FakeStripe:
+    """localstripe plus the gap-filling proxy; ``start()``/``stop()`` are idempotent.
+
+    Usable from synchronous code (``with FakeStripe() as fake: ...``) and from asyncio
+    (``async with FakeStripe() as fake: ...`` runs the blocking start/stop in a thread).
+    The proxy runs on its own thread and event loop, so a test's loop never serves it.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        publishable_key: str = DEFAULT_PUBLISHABLE_KEY,
+        public_host: str | None = None,
+        search_visibility_delay: float = 0.0,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        self._host = host
+        self._requested_port = port
+        self._public_host = public_host
+        self._publishable_key = publishable_key
+        self._search_visibility_delay = search_visibility_delay
+        self._startup_timeout = startup_timeout
+        self._state_lock = threading.Lock()
+        self._backend: subprocess.Popen[bytes] | None = None
+        self._backend_log: Path | None = None
+        self._backend_url: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._emulator: _Emulator | None = None
+        self._port: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> FakeStripe:
+        with self._state_lock:
+            if self._emulator is not None:
+                return self
+            try:
+                self._start_backend()
+                self._start_proxy()
+            except BaseException:
+                self._stop_locked()
+                raise
+            atexit.register(self.stop)
+            return self
+
+    def stop(self) -> None:
+        with self._state_lock:
+            self._stop_locked()
+        atexit.unregister(self.stop)
+
+    def _start_backend(self) -> None:
+        log_fd, log_name = tempfile.mkstemp(prefix="fake-stripe-", suffix=".log")
+        self._backend_log = Path(log_name)
+        with open(log_fd, "wb") as log:
+            self._backend = subprocess.Popen(
+                [sys.executable, "-c", _BACKEND_BOOTSTRAP],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,  # a Ctrl-C meant for the parent is ours to relay
+            )
+        assert self._backend.stdout is not None
+        port_line = self._read_port_line(self._backend)
+        self._backend_url = f"http://127.0.0.1:{port_line}"
+        deadline = time.monotonic() + self._startup_timeout
+        while True:  # the port is bound before run_app serves; wait for an answer
+            try:
+                with socket.create_connection(("127.0.0.1", port_line), timeout=0.5):
+                    return
+            except OSError as error:
+                if time.monotonic() > deadline or self._backend.poll() is not None:
+                    tail = self._backend_tail()
+                    raise RuntimeError(f"localstripe did not start: {tail}") from error
+                time.sleep(0.05)
+
+    def _read_port_line(self, process: subprocess.Popen[bytes]) -> int:
+        stdout = process.stdout
+        assert stdout is not None
+        result: list[bytes] = []
+        # readline() has no timeout; a helper thread bounds the wait on a hung child.
+        reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(self._startup_timeout)
+        line = result[0].strip() if result else b""
+        if not line.isdigit():
+            raise RuntimeError(f"localstripe did not start: {self._backend_tail()}")
+        return int(line)
+
+    def _backend_tail(self) -> str:
+        if self._backend_log is None or not self._backend_log.exists():
+            return "(no log)"
+        return self._backend_log.read_text(errors="replace")[-2000:] or "(empty log)"
+
+    def _start_proxy(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(loop,), name="fake-stripe-proxy", daemon=True
+        )
+        self._thread.start()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._host, self._requested_port))
+        self._port = int(sock.getsockname()[1])
+        public_base = f"http://{self._public_host or self._host}:{self._port}"
+        assert self._backend_url is not None
+        emulator = _Emulator(self._backend_url, public_base, self._search_visibility_delay)
+        future = asyncio.run_coroutine_threadsafe(self._serve(emulator, sock), loop)
+        future.result(self._startup_timeout)
+        self._emulator = emulator
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_forever()
+
+    async def _serve(self, emulator: _Emulator, sock: socket.socket) -> None:
+        emulator.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", emulator.handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        self._runner = runner
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._emulator is not None and self._emulator.session is not None:
+            await self._emulator.session.close()
+
+    def _stop_locked(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+        if loop is not None and not loop.is_running():
+            loop.close()
+        self._loop = self._thread = self._runner = None
+        self._emulator = None
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            with contextlib.suppress(OSError):
+                if backend.stdin is not None:
+                    backend.stdin.close()  # the bootstrap exits on EOF
+            if backend.poll() is None:
+                backend.terminate()
+            try:
+                backend.wait(5)
+            except subprocess.TimeoutExpired:
+                backend.kill()
+                backend.wait(5)
+            if backend.stdout is not None:
+                backend.stdout.close()
+        if self._backend_log is not None:
+            self._backend_log.unlink(missing_ok=True)
+            self._backend_log = None
+
+    def __enter__(self) -> FakeStripe:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FakeStripe:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # -- what clients need ---------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._emulator is not None
+
+    @property
+    def api_base(self) -> str:
+        if self._port is None or self._emulator is None:
+            raise RuntimeError("FakeStripe is not running; call start() first")
+        return self._emulator.public_base
+
+    @property
+    def publishable_key(self) -> str:
+        return self._publishable_key
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The localstripe child's pid while running (tests assert it is gone after stop)."""
+        return self._backend.pid if self._backend is not None else None
+
+    @property
+    def secret_key(self) -> str:
+        """Any ``sk_`` key is accepted; this one is as good as another."""
+        return "sk_test_overtime"
+
+    @property
+    def stripe_js_url(self) -> str:
+        return f"{self.api_base}/js.stripe.com/v3/"
+
+    # -- test controls -------------------------------------------------------------------
+
+    def _require(self) -> _Emulator:
+        if self._emulator is None:
+            raise RuntimeError("FakeStripe is not running; call start() first")
+        return self._emulator
+
+    def inject_faults(
+        self,
+        status: int = 500,
+        count: int = 1,
+        path_prefix: str = "/v1/",
+        *,
+        method: str | None = None,
+        after_forward: bool = False,
+    ) -> None:
+        """Fail the next ``count`` matching requests with ``status`` (0: drop the connection).
+
+        ``after_forward=False`` (default): the request never reaches localstripe.
+        ``after_forward=True``: it is executed (and its idempotent result stored), then the
+        answer is replaced by the error, the case idempotency keys exist for.
+        """
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        emulator = self._require()
+        with emulator.lock:
+            emulator.faults.append(
+                _Fault(
+                    status, count, path_prefix, method.upper() if method else None, after_forward
+                )
+            )
+
+    def inject_delay(
+        self,
+        seconds: float,
+        count: int = 1,
+        path_prefix: str = "/v1/",
+        *,
+        method: str | None = None,
+    ) -> None:
+        """Hold the next ``count`` matching requests for ``seconds`` before handling them."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        emulator = self._require()
+        with emulator.lock:
+            emulator.delays.append(
+                _Delay(seconds, count, path_prefix, method.upper() if method else None)
+            )
+
+    def clear_faults(self) -> None:
+        emulator = self._require()
+        with emulator.lock:
+            emulator.faults.clear()
+            emulator.delays.clear()
+
+    @property
+    def search_visibility_delay(self) -> float:
+        return self._search_visibility_delay
+
+    @search_visibility_delay.setter
+    def search_visibility_delay(self, seconds: float) -> None:
+        """Objects younger than this are invisible to search, like Stripe's lagging index."""
+        self._search_visibility_delay = seconds
+        if self._emulator is not None:
+            self._emulator.search_visibility_delay = seconds
+
+    @property
+    def request_log(self) -> list[RequestRecord]:
+        emulator = self._require()
+        with emulator.lock:
+            return list(emulator.log)
+
+    def requests(
+        self, method: str | None = None, path: str | None = None, *, prefix: str | None = None
+    ) -> list[RequestRecord]:
+        """The log filtered by method and exact path (or path prefix)."""
+        return [
+            r
+            for r in self.request_log
+            if (method is None or r.method == method.upper())
+            and (path is None or r.path == path)
+            and (prefix is None or r.path.startswith(prefix))
+        ]
+
+    def clear_request_log(self) -> None:
+        emulator = self._require()
+        with emulator.lock:
+            emulator.log.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8420)
+    parser.add_argument("--public-host", default=None, help="host name for URLs handed to browsers")
+    parser.add_argument("--publishable-key", default=DEFAULT_PUBLISHABLE_KEY)
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    fake = FakeStripe(
+        host=args.host,
+        port=args.port,
+        publishable_key=args.publishable_key,
+        public_host=args.public_host,
+    )
+    fake.start()
+    try:
+        print(f"fake Stripe API base:  {fake.api_base}", flush=True)
+        print(f"Stripe.js stand-in:    {fake.stripe_js_url}", flush=True)
+        print(
+            f"keys: secret {fake.secret_key} (any sk_...), publishable {fake.publishable_key}",
+            flush=True,
+        )
+        while not stop.wait(1.0):
+            pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,499 @@
+"""The one narrow door to Stripe: customers, payment methods and the period invoice.
+
+Everything else in Overtime (API, workflow activities) calls this module and never the
+``stripe`` SDK, so what we rely on from Stripe is listed here and nowhere else, and the
+test harness (``devstack.fake_stripe``) only has to fill the gaps this module uses.
+
+Exactly-once invoicing rests on three layers, because each alone has a hole:
+
+1. Every write carries an idempotency key derived from (account, period, step), so a
+   retry within Stripe's 24 h key window replays the first answer instead of creating a
+   second object; this also covers "Stripe did it but the answer was lost".
+2. Before creating, we search by metadata (``account_id`` + ``period_key``), because
+   keys expire after 24 h and a retry a day later would otherwise invoice twice. Search
+   lags writes by up to a minute, which is exactly the window (1) covers.
+3. Each step first reads the invoice and skips work already done (an invoice that is
+   no longer a draft is not finalized again; a paid, void or still-processing invoice is
+   not charged again).
+
+The invoice is created first (draft, ``pending_invoice_items_behavior=exclude``,
+``auto_advance=false``) and the line is then added *to that invoice*, so a crash between
+the two never leaves a pending item that some other invoice would sweep up, and Stripe
+never finalizes or charges on its own schedule: the workflow decides when.
+
+Errors: a card decline is a result (``status="payment_failed"``), not an exception.
+Everything else raises the SDK's ``stripe.StripeError`` subclasses (or our
+:class:`StripeGatewayError`); :func:`is_retryable` tells transient from permanent.
+
+The client is a per-instance ``stripe.StripeClient``; no module-level ``stripe.api_key``
+or ``api_base`` is touched, so test and production gateways can coexist in one process.
+Calls are synchronous (the SDK's requests transport): call from sync activities or via
+``asyncio.to_thread`` from async code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+import stripe
+
+InvoiceStatus = Literal["draft", "open", "paid", "payment_failed", "void"]
+
+# Off-session retries are our workflow's decision (Temporal retry policy), but a short
+# SDK retry on connection errors/5xx/409 with the same idempotency key is free and hides
+# blips from the API's synchronous calls.
+DEFAULT_MAX_NETWORK_RETRIES = 2
+DEFAULT_TIMEOUT_SECONDS = 30.0
+STRIPE_JS_URL = "https://js.stripe.com/v3/"
+
+# Expanding the invoice's payments down to the PaymentIntent is how an open invoice
+# tells "nothing tried yet" from "last attempt declined" from "SEPA debit processing".
+_PAYMENT_EXPAND = ["payments.data.payment.payment_intent"]
+
+
+class StripeGatewayError(Exception):
+    """A Stripe answer that contradicts what we asked for; retrying will not help."""
+
+
+class InvoiceMismatchError(StripeGatewayError):
+    """The period's invoice already exists with different content (amount, currency)."""
+
+
+@dataclass(frozen=True)
+class PaymentMethodInfo:
+    """What the web app shows and billing needs of a saved payment method."""
+
+    id: str
+    type: str  # "card" | "sepa_debit"
+    brand: str | None  # cards: "visa", "mastercard", ...
+    last4: str | None
+    bank_code: str | None  # SEPA: the bank code part of the IBAN
+
+
+@dataclass(frozen=True)
+class InvoiceResult:
+    """Our view of one Stripe invoice; ``status`` is one of :data:`InvoiceStatus`."""
+
+    invoice_id: str
+    status: InvoiceStatus
+    amount_cents: int
+    currency: str
+    hosted_invoice_url: str | None
+    failure_code: str | None  # "card_declined", "authentication_required", ...
+
+
+class StripeGateway:
+    """All Stripe access of Overtime. One instance per configuration; thread-safe."""
+
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str | None = None,
+        publishable_key: str = "pk_test_overtime",
+        currency: str = "eur",
+        *,
+        max_network_retries: int = DEFAULT_MAX_NETWORK_RETRIES,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self._api_base = api_base.rstrip("/") if api_base else None
+        self._publishable_key = publishable_key
+        self._currency = currency.lower()
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": self._api_base} if self._api_base else None,
+            max_network_retries=max_network_retries,
+            http_client=stripe.RequestsClient(timeout=timeout_seconds),
+        )
+
+    @property
+    def publishable_key(self) -> str:
+        return self._publishable_key
+
+    @property
+    def currency(self) -> str:
+        return self._currency
+
+    @property
+    def stripe_js_url(self) -> str:
+        """Stripe.js for the browser: the real one, or the fake's stand-in (same origin
+        as the fake API, which is where the stand-in sends its requests)."""
+        if self._api_base is None:
+            return STRIPE_JS_URL
+        return f"{self._api_base}/js.stripe.com/v3/"
+
+    # --- customers ----------------------------------------------------------------------
+
+    def ensure_customer(self, account_id: str, email: str) -> str:
+        """The Stripe customer id for an account, created on first use.
+
+        Found by ``metadata['account_id']`` first; created with the idempotency key
+        ``customer:{account_id}`` so concurrent or retried first calls converge on one
+        customer while the search index has not caught up yet.
+        """
+        found = self._client.v1.customers.search(
+            params={"query": _metadata_query(account_id=account_id), "limit": 10}
+        )
+        customers = sorted(found.data, key=lambda c: (c.created, c.id))
+        if customers:
+            customer = customers[0]
+            if customer.email != email:  # receipts and dunning mails go to the current one
+                self._client.v1.customers.update(customer.id, params={"email": email})
+            return customer.id
+        created = self._client.v1.customers.create(
+            params={"email": email, "metadata": {"account_id": account_id}},
+            options={"idempotency_key": f"customer:{account_id}"},
+        )
+        return created.id
+
+    # --- payment methods ----------------------------------------------------------------
+
+    def create_setup_intent(self, customer_id: str, account_id: str) -> str:
+        """A SetupIntent for saving a card or SEPA mandate for later off-session charges;
+        returns the client secret the browser confirms with Stripe.js."""
+        intent = self._client.v1.setup_intents.create(
+            params={
+                "customer": customer_id,
+                "payment_method_types": ["card", "sepa_debit"],
+                "usage": "off_session",
+                "metadata": {"account_id": account_id},
+            }
+        )
+        if not intent.client_secret:
+            raise StripeGatewayError(f"SetupIntent {intent.id} came without a client secret")
+        return intent.client_secret
+
+    def attach_default_payment_method(
+        self, customer_id: str, payment_method_id: str
+    ) -> PaymentMethodInfo:
+        """Attach (unless a confirmed SetupIntent already did) and make it the default
+        for invoices. Returns the method actually stored: Stripe's test ids such as
+        ``pm_card_visa`` resolve to a new id."""
+        method: stripe.PaymentMethod | None
+        try:
+            method = self._client.v1.payment_methods.retrieve(payment_method_id)
+        except stripe.InvalidRequestError:
+            method = None  # let attach report the real problem
+        if method is None or _id(method.customer) != customer_id:
+            method = self._client.v1.payment_methods.attach(
+                payment_method_id, params={"customer": customer_id}
+            )
+        self._client.v1.customers.update(
+            customer_id, params={"invoice_settings": {"default_payment_method": method.id}}
+        )
+        return _payment_method_info(method)
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        """Detach; a method that is already detached counts as done."""
+        method = self._client.v1.payment_methods.retrieve(payment_method_id)
+        if method.customer is None:
+            return
+        self._client.v1.payment_methods.detach(payment_method_id)
+
+    def default_payment_method(self, customer_id: str) -> PaymentMethodInfo | None:
+        customer = self._client.v1.customers.retrieve(
+            customer_id, params={"expand": ["invoice_settings.default_payment_method"]}
+        )
+        if getattr(customer, "deleted", False):
+            return None
+        settings = customer.invoice_settings
+        method: Any = settings.default_payment_method if settings is not None else None
+        if method is None:
+            return None
+        if isinstance(method, str):
+            method = self._client.v1.payment_methods.retrieve(method)
+        return _payment_method_info(method)
+
+    # --- the period invoice ---------------------------------------------------------------
+
+    def find_period_invoice(self, account_id: str, period_key: str) -> InvoiceResult | None:
+        """The invoice of (account, period) by metadata search, or None.
+
+        Search trails writes by up to about a minute; within that window callers are
+        protected by the idempotency keys, not by this lookup. A draft found here can
+        still lack its line if a ``create_period_invoice`` call was interrupted, so code
+        that means to invoice should call ``create_period_invoice`` (find-or-create and
+        complete) rather than act on this result.
+        """
+        invoice = self._find_period_invoice(account_id, period_key)
+        return None if invoice is None else self.retrieve_invoice(invoice.id)
+
+    def create_period_invoice(
+        self,
+        *,
+        customer_id: str,
+        account_id: str,
+        period_key: str,
+        extra_seconds: int,
+        unit_price_cents: int,
+        amount_cents: int,
+        description: str,
+        period_start: datetime | None = None,
+        period_end: datetime | None = None,
+    ) -> InvoiceResult:
+        """The draft invoice with one line for the period's extra minutes; idempotent.
+
+        ``amount_cents`` is the billing rules' rounded total and is what is charged;
+        ``extra_seconds`` and ``unit_price_cents`` are recorded in metadata for support
+        and reconciliation, ``description`` is the (localised) line text the customer
+        sees. Calling again returns the same invoice; an existing invoice with a
+        different amount or currency raises :class:`InvoiceMismatchError` rather than
+        charging something the billing rules did not compute.
+        """
+        if amount_cents <= 0:
+            raise ValueError("a period invoice needs a positive amount")
+        if extra_seconds < 0 or unit_price_cents < 0:
+            raise ValueError("extra_seconds and unit_price_cents cannot be negative")
+        metadata = {"account_id": account_id, "period_key": period_key}
+        invoice = self._find_period_invoice(account_id, period_key)
+        if invoice is None:
+            invoice = self._client.v1.invoices.create(
+                params={
+                    "customer": customer_id,
+                    "currency": self._currency,
+                    "collection_method": "charge_automatically",
+                    "auto_advance": False,
+                    "pending_invoice_items_behavior": "exclude",
+                    "metadata": metadata,
+                },
+                options={"idempotency_key": f"{account_id}:{period_key}:invoice"},
+            )
+        if invoice.status == "draft" and not _has_period_line(invoice, account_id, period_key):
+            item_params: dict[str, Any] = {
+                "customer": customer_id,
+                "invoice": invoice.id,
+                "amount": amount_cents,
+                "currency": self._currency,
+                "description": description,
+                "metadata": {
+                    **metadata,
+                    "extra_seconds": str(extra_seconds),
+                    "unit_price_cents": str(unit_price_cents),
+                },
+            }
+            if period_start is not None and period_end is not None:
+                item_params["period"] = {
+                    "start": int(period_start.timestamp()),
+                    "end": int(period_end.timestamp()),
+                }
+            self._client.v1.invoice_items.create(
+                params=item_params,
+                options={"idempotency_key": f"{account_id}:{period_key}:invoiceitem"},
+            )
+        result = self.retrieve_invoice(invoice.id)
+        if result.amount_cents != amount_cents or result.currency != self._currency:
+            raise InvoiceMismatchError(
+                f"invoice {result.invoice_id} for {account_id}/{period_key} is "
+                f"{result.amount_cents} {result.currency}, expected {amount_cents} "
+                f"{self._currency}"
+            )
+        return result
+
+    def finalize_invoice(self, invoice_id: str, idempotency_key: str) -> InvoiceResult:
+        """Draft → open (Stripe assigns the number and hosted page); no-op otherwise."""
+        current = self._retrieve(invoice_id)
+        if current.status != "draft":
+            return _invoice_result(current)
+        if current.amount_due <= 0:
+            # Our drafts are never empty unless create_period_invoice was interrupted
+            # between creating the invoice and adding its line. Finalizing would settle
+            # it as paid at 0 for good; refuse so the caller completes it first.
+            raise StripeGatewayError(
+                f"invoice {invoice_id} has no amount yet; call create_period_invoice first"
+            )
+        try:
+            finalized = self._client.v1.invoices.finalize_invoice(
+                invoice_id,
+                params={"auto_advance": False, "expand": _PAYMENT_EXPAND},
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.InvalidRequestError:
+            current = self._retrieve(invoice_id)
+            if current.status != "draft":  # someone else finalized it meanwhile
+                return _invoice_result(current)
+            raise
+        return _invoice_result(finalized)
+
+    def pay_invoice(self, invoice_id: str, idempotency_key: str) -> InvoiceResult:
+        """Charge the customer's default payment method off-session, at most once.
+
+        Use a new ``idempotency_key`` per deliberate attempt (for example after the
+        customer replaced a declined card): the same key replays the first outcome.
+        A decline returns ``payment_failed`` with ``failure_code``; so does a customer
+        without a default method (``no_payment_method``), because that is also dunning,
+        not an error. SEPA debits can return ``open`` for days (processing); calling
+        again meanwhile does not charge again.
+        """
+        current = self._retrieve(invoice_id)
+        if current.status in ("paid", "void", "uncollectible"):
+            return _invoice_result(current)
+        intent = _latest_payment_intent(current)
+        if intent is not None and intent.status == "processing":
+            return _invoice_result(current)
+        if current.default_payment_method is None and current.customer is not None:
+            if self.default_payment_method(str(_id(current.customer))) is None:
+                return _replace_status(
+                    _invoice_result(current), "payment_failed", "no_payment_method"
+                )
+        try:
+            paid = self._client.v1.invoices.pay(
+                invoice_id,
+                params={"off_session": True, "expand": _PAYMENT_EXPAND},
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.CardError as decline:
+            after = _invoice_result(self._retrieve(invoice_id))
+            if after.status in ("paid", "void"):
+                return after
+            return _replace_status(after, "payment_failed", decline.code or "card_declined")
+        except stripe.InvalidRequestError:
+            after = _invoice_result(self._retrieve(invoice_id))
+            if after.status in ("paid", "void"):  # paid by a concurrent attempt
+                return after
+            raise
+        return _invoice_result(paid)
+
+    def retrieve_invoice(self, invoice_id: str) -> InvoiceResult:
+        return _invoice_result(self._retrieve(invoice_id))
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _retrieve(self, invoice_id: str) -> stripe.Invoice:
+        return self._client.v1.invoices.retrieve(invoice_id, params={"expand": _PAYMENT_EXPAND})
+
+    def _find_period_invoice(self, account_id: str, period_key: str) -> stripe.Invoice | None:
+        found = self._client.v1.invoices.search(
+            params={
+                "query": _metadata_query(account_id=account_id, period_key=period_key),
+                "limit": 100,
+            }
+        )
+        if not found.data:
+            return None
+        # Normally one. If ever more, the first non-void one is the one all retries
+        # converged on; a void one alone means someone cancelled it on purpose.
+        ranked = sorted(
+            found.data, key=lambda i: (i.status in ("void", "uncollectible"), i.created, i.id)
+        )
+        return ranked[0]
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True for failures a later identical call can fix (rate limits, Stripe 5xx,
+    idempotency conflicts, network trouble); False for requests Stripe rejected on
+    their merits (declines, invalid or unauthorised requests) and our own checks."""
+    if isinstance(error, stripe.APIConnectionError | stripe.RateLimitError):
+        return True
+    if isinstance(
+        error,
+        stripe.CardError
+        | stripe.InvalidRequestError
+        | stripe.AuthenticationError
+        | stripe.PermissionError
+        | stripe.SignatureVerificationError,
+    ):
+        return False
+    if isinstance(error, stripe.StripeError):  # APIError, IdempotencyError, v2 errors
+        status = error.http_status
+        if isinstance(error, stripe.APIError) and status is None:
+            return True  # an unparsable answer: treat like a broken connection
+        return status is not None and (status >= 500 or status in (409, 429))
+    return isinstance(error, ConnectionError | TimeoutError)
+
+
+# --- mapping helpers ------------------------------------------------------------------
+
+
+def _metadata_query(**pairs: str) -> str:
+    """A Stripe search query matching all metadata pairs."""
+    return " AND ".join(f"metadata['{key}']:{_quote(value)}" for key, value in pairs.items())
+
+
+def _quote(value: str) -> str:
+    """A search-query string literal; account ids come from our API, so escape them."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _id(value: Any) -> str | None:
+    """An expandable field's id, whether it came expanded or not."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value.id)
+
+
+def _payment_method_info(method: stripe.PaymentMethod) -> PaymentMethodInfo:
+    if method.type == "card" and method.card is not None:
+        return PaymentMethodInfo(
+            id=method.id,
+            type="card",
+            brand=method.card.brand,
+            last4=method.card.last4,
+            bank_code=None,
+        )
+    if method.type == "sepa_debit" and method.sepa_debit is not None:
+        return PaymentMethodInfo(
+            id=method.id,
+            type="sepa_debit",
+            brand=None,
+            last4=method.sepa_debit.last4,
+            bank_code=method.sepa_debit.bank_code,
+        )
+    return PaymentMethodInfo(id=method.id, type=method.type, brand=None, last4=None, bank_code=None)
+
+
+def _has_period_line(invoice: stripe.Invoice, account_id: str, period_key: str) -> bool:
+    for line in invoice.lines.data:
+        metadata = line.metadata.to_dict() if line.metadata is not None else {}
+        if metadata.get("account_id") == account_id and metadata.get("period_key") == period_key:
+            return True
+    return False
+
+
+def _latest_payment_intent(invoice: stripe.Invoice) -> stripe.PaymentIntent | None:
+    """The PaymentIntent of the most recent attempt (needs ``_PAYMENT_EXPAND``)."""
+    payments = invoice.payments.data if invoice.payments is not None else []
+    latest = None
+    for payment in sorted(payments, key=lambda p: p.created):  # stable: ties keep order
+        intent = payment.payment.payment_intent
+        if isinstance(intent, stripe.PaymentIntent):
+            latest = intent
+    return latest
+
+
+def _invoice_result(invoice: stripe.Invoice) -> InvoiceResult:
+    status: InvoiceStatus
+    failure_code: str | None = None
+    if invoice.status == "paid":
+        status = "paid"
+    elif invoice.status in ("void", "uncollectible"):
+        status = "void"
+    elif invoice.status == "draft":
+        status = "draft"
+    else:
+        status = "open"
+        intent = _latest_payment_intent(invoice)
+        if intent is not None:
+            error = intent.last_payment_error
+            if error is not None and intent.status in ("requires_payment_method", "canceled"):
+                status = "payment_failed"
+                failure_code = error.code or error.decline_code or "payment_failed"
+            elif intent.status == "requires_action":  # off-session: nobody to authenticate
+                status = "payment_failed"
+                failure_code = "authentication_required"
+    if invoice.id is None:
+        raise StripeGatewayError("Stripe returned an invoice without an id")
+    return InvoiceResult(
+        invoice_id=invoice.id,
+        status=status,
+        amount_cents=int(invoice.amount_due),
+        currency=invoice.currency,
+        hosted_invoice_url=invoice.hosted_invoice_url,
+        failure_code=failure_code,
+    )
+
+
+def _replace_status(
+    result: InvoiceResult, status: InvoiceStatus, failure_code: str | None
+) -> InvoiceResult:
+    return replace(result, status=status, failure_code=failure_code)

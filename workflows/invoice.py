@@ -1,0 +1,184 @@
+"""InvoiceWorkflow: one period's extra minutes turned into exactly one paid invoice.
+
+Started by AccountWorkflow as a child when a period with extra minutes closes (workflow
+id ``invoice-<account>-<period>``, so a second start is impossible), and left running
+when the account workflow continues as new. Its Stripe activities run on their own task
+queue, rate-limited below Stripe's request limit, so a month-end with thousands of
+closes queues up instead of failing.
+
+Dunning: a declined charge sends a ``payment_failed`` email and is retried on the
+configured schedule (or at once when the customer adds a new payment method); after the
+last attempt the account's extra minutes are suspended until the invoice is paid. SEPA's
+days-long pending state stays ``open`` until Stripe reports the outcome (webhook, or the
+periodic reconciliation read if the webhook was lost).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.invoicing import InvoicingActivities
+    from activities.notifications import NotificationActivities
+    from billing.account_state import INVOICE, PAYMENT_FAILED, Notice
+    from billing.rules import PlanTerms
+    from workflows.types import (
+        ChargeRequest,
+        InvoiceInput,
+        InvoiceState,
+        NoticeDelivery,
+        PaymentEvent,
+        workflow_id_for,
+    )
+
+# Rate limits, 5xx and network errors are retried with backoff; declines and invalid
+# requests come back as results (payment_failed), never as blind retries.
+STRIPE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    non_retryable_error_types=["StripeRequestRejected"],
+)
+NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=60))
+STRIPE_TIMEOUT = timedelta(seconds=60)
+
+
+@workflow.defn
+class InvoiceWorkflow:
+    def __init__(self) -> None:
+        self._events: list[PaymentEvent] = []
+        self._new_payment_method = False
+        self._status: str = "draft"
+
+    @workflow.run
+    async def run(self, input: InvoiceInput) -> InvoiceState:
+        invoice: InvoiceState = await workflow.execute_activity_method(
+            InvoicingActivities.create_invoice,
+            input,
+            task_queue=input.stripe_task_queue,
+            start_to_close_timeout=STRIPE_TIMEOUT,
+            retry_policy=STRIPE_RETRY,
+        )
+        invoice = await self._charge(input, invoice, attempt=0)
+        await self._notify(input, invoice, INVOICE, key="period")
+        attempt = 0
+        suspended = False
+        while invoice.status != "paid" and invoice.status != "void":
+            if invoice.status == "payment_failed":
+                final = attempt >= len(input.dunning_schedule_seconds)
+                await self._notify(
+                    input, invoice, PAYMENT_FAILED, key=f"attempt-{attempt}", final=final
+                )
+                if final and not suspended:
+                    suspended = True
+                    await self._signal_account(input, overdue=True)
+                wait = None if final else input.dunning_schedule_seconds[attempt]
+                retry_now = await self._wait_for_news(input, wait)
+                if retry_now or (not final and not self._events):
+                    attempt += 1
+                    self._new_payment_method = False
+                    invoice = await self._charge(input, invoice, attempt=attempt)
+                    continue
+            else:  # open: a SEPA debit in flight, or awaiting collection
+                await self._wait_for_news(input, input.reconcile_interval_seconds)
+            invoice = await self._apply_news(input, invoice)
+        if suspended:
+            await self._signal_account(input, overdue=False)
+        self._status = invoice.status
+        return invoice
+
+    async def _charge(
+        self, input: InvoiceInput, invoice: InvoiceState, attempt: int
+    ) -> InvoiceState:
+        result: InvoiceState = await workflow.execute_activity_method(
+            InvoicingActivities.pay_invoice,
+            ChargeRequest(
+                input.profile.account_id, input.period_start, invoice.stripe_invoice_id, attempt
+            ),
+            task_queue=input.stripe_task_queue,
+            start_to_close_timeout=STRIPE_TIMEOUT,
+            retry_policy=STRIPE_RETRY,
+        )
+        self._status = result.status
+        return result
+
+    async def _wait_for_news(self, input: InvoiceInput, seconds: int | None) -> bool:
+        """Wait for a webhook event, a new payment method or the timeout.
+
+        Returns True when a new payment method asks for an immediate retry. Without a
+        timeout (dunning exhausted) the invoice is still re-read every reconcile interval.
+        """
+        timeout = seconds if seconds is not None else input.reconcile_interval_seconds
+        try:
+            await workflow.wait_condition(
+                lambda: bool(self._events) or self._new_payment_method,
+                timeout=timedelta(seconds=timeout),
+            )
+        except TimeoutError:
+            pass
+        return self._new_payment_method and not self._events
+
+    async def _apply_news(self, input: InvoiceInput, invoice: InvoiceState) -> InvoiceState:
+        """Take Stripe's word for the invoice's state: a fresh read, never the event alone."""
+        self._events.clear()
+        result: InvoiceState = await workflow.execute_activity_method(
+            InvoicingActivities.refresh_invoice,
+            ChargeRequest(
+                input.profile.account_id, input.period_start, invoice.stripe_invoice_id, -1
+            ),
+            task_queue=input.stripe_task_queue,
+            start_to_close_timeout=STRIPE_TIMEOUT,
+            retry_policy=STRIPE_RETRY,
+        )
+        self._status = result.status
+        return result
+
+    async def _notify(
+        self,
+        input: InvoiceInput,
+        invoice: InvoiceState,
+        kind: str,
+        *,
+        key: str,
+        final: bool = False,
+    ) -> None:
+        await workflow.execute_activity_method(
+            NotificationActivities.send_notice,
+            NoticeDelivery(
+                profile=input.profile,
+                plan=PlanTerms("", 0, 0, input.unit_price_cents),
+                period_start=input.period_start,
+                period_end=input.period_end,
+                notice=Notice(
+                    kind=kind,
+                    key=f"{kind}:{key}",
+                    limit_cents=None,
+                    extra_seconds=input.extra_seconds,
+                    extra_cost_cents=invoice.amount_cents,
+                    created_at=workflow.now(),
+                    link=invoice.hosted_invoice_url,
+                    final=final,
+                ),
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=NOTICE_RETRY,
+        )
+
+    async def _signal_account(self, input: InvoiceInput, *, overdue: bool) -> None:
+        handle = workflow.get_external_workflow_handle(workflow_id_for(input.profile.account_id))
+        await handle.signal("payment_overdue", overdue)
+
+    @workflow.signal
+    def stripe_event(self, event: PaymentEvent) -> None:
+        self._events.append(event)
+
+    @workflow.signal
+    def payment_method_updated(self) -> None:
+        self._new_payment_method = True
+
+    @workflow.query
+    def status(self) -> str:
+        return self._status
