@@ -1,0 +1,17 @@
+# One image for the API, the worker and the CLI (docker-compose.yml picks the command).
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY billing billing
+COPY workflows workflows
+COPY activities activities
+COPY starter starter
+COPY overtime overtime
+COPY devstack devstack
+COPY config config
+COPY worker.py ./
+RUN pip install --no-cache-dir . && useradd --create-home overtime
+USER overtime
+EXPOSE 8000
+CMD ["uvicorn", "starter.api:app_from_env", "--factory", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,111 @@
+# Overtime: developer entry points. Every target works on a fresh machine: the first one
+# run creates .venv and installs the project (again whenever pyproject.toml changes).
+#
+#   make run     the whole stack in one terminal (Temporal + UI, mail, fake Stripe, worker,
+#                API) with demo accounts; state in ./var (OVERTIME_DATA_DIR)
+#   make test    the full suite, then the database tests again on PostgreSQL if one
+#                answers on 127.0.0.1:5432
+#   make lint    ruff
+#   make bench   every bench/*.py
+#   make clean   caches and build leftovers (keeps .venv and ./var; distclean removes them)
+
+PYTHON ?= python3
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+# Touched after a successful install; older than pyproject.toml means reinstall.
+VENV_STAMP := $(VENV)/.installed-from-pyproject
+
+PG_HOST ?= 127.0.0.1
+PG_PORT ?= 5432
+PG_TEST_URL ?= postgresql+psycopg2://postgres@$(PG_HOST):$(PG_PORT)/test
+
+# Connects exactly as the second test pass will; when it cannot, prints why on one line.
+define PG_PROBE
+import socket, sys
+import sqlalchemy
+url = sqlalchemy.engine.make_url(sys.argv[1])
+try:
+    socket.create_connection((url.host, url.port or 5432), timeout=3).close()
+except OSError:
+    print(f"no server on {url.host}:{url.port or 5432}")
+    sys.exit(1)
+try:
+    sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3}).connect().close()
+except Exception as err:
+    detail = str(getattr(err, "orig", err)).strip().splitlines()
+    print(f"{url.host}:{url.port or 5432} answers, but: {detail[0] if detail else err!r}")
+    sys.exit(1)
+endef
+export PG_PROBE
+
+# Browser tests need Debian's chromium; only pull it in once such tests exist.
+BROWSER_DEP := $(if $(wildcard tests/test_web*.py),browser,)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv .venv run test test-sqlite test-postgres lint bench browser clean distclean
+
+help:
+	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
+
+# `make .venv` / `make venv`: (re)create and install only when needed.
+venv .venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "error: Overtime needs Python >= 3.11; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." \
+		     "Run make PYTHON=python3.11 ..." >&2; exit 1; }
+	@test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV) || { \
+		echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; \
+		exit 1; }
+	$(VENV_PYTHON) -m pip install --upgrade pip
+	$(VENV_PYTHON) -m pip install -e '.[test]'
+	@touch $@
+
+run: $(VENV_STAMP)
+	$(VENV_PYTHON) -m devstack.run
+
+test: $(VENV_STAMP) $(BROWSER_DEP)
+	$(MAKE) --no-print-directory test-sqlite
+	$(MAKE) --no-print-directory test-postgres
+
+test-sqlite: $(VENV_STAMP)
+	$(VENV_PYTHON) -m pytest
+
+test-postgres: $(VENV_STAMP)
+	@if reason=$$($(VENV_PYTHON) -c "$$PG_PROBE" '$(PG_TEST_URL)' 2>&1); then \
+		echo "PostgreSQL pass against $(PG_TEST_URL)"; \
+		OVERTIME_TEST_DATABASE_URL='$(PG_TEST_URL)' $(VENV_PYTHON) -m pytest -m "not sqlite_only" tests/; \
+	else \
+		echo "skipping PostgreSQL pass: $$reason"; \
+	fi
+
+lint: $(VENV_STAMP)
+	$(VENV_PYTHON) -m ruff check .
+
+bench: $(VENV_STAMP)
+	@set -e; found=0; for script in bench/*.py; do \
+		[ -e "$$script" ] || continue; found=1; \
+		echo "== $$script"; $(VENV_PYTHON) "$$script"; \
+	done; [ $$found = 1 ] || echo "no benchmarks in bench/"
+
+# Debian's chromium for the browser tests. Without root (or apt) only a warning: the
+# browser tests then say themselves what is missing.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "warning: chromium is not installed and this is not root; browser tests" \
+		     "need it: sudo apt-get install -y chromium" >&2; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "warning: chromium is not installed and there is no apt-get to install it" >&2; \
+	else \
+		apt-get update && apt-get install -y chromium; \
+	fi
+
+clean:
+	rm -rf .pytest_cache .ruff_cache .hypothesis build dist tests/artifacts bench/results
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also the virtualenv and the dev stack's state (accounts, workflows, mail): a fresh start.
+distclean: clean
+	rm -rf $(VENV) var *.egg-info
