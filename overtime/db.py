@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, create_engine
 
 from overtime import models  # noqa: F401  (registers the tables)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Any fixed number: the PostgreSQL advisory lock that serialises migrations.
+MIGRATION_LOCK_ID = 7_433_101
 
 
 @lru_cache(maxsize=8)
@@ -33,10 +43,46 @@ def engine_for(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
 def init_db(url: str) -> Engine:
+    """Bring the schema to the newest migration (Alembic), once per process and URL.
+
+    The API and the worker start together and both call this, so the upgrade runs under
+    a lock: a PostgreSQL advisory lock, or a file lock for SQLite.
+    """
     engine = engine_for(url)
-    SQLModel.metadata.create_all(engine)
+    if url in _migrated:
+        return engine
+    with _migration_lock(engine, url), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        command.upgrade(alembic_config(connection), "head")
+    _migrated.add(url)
     return engine
+
+
+_migrated: set[str] = set()
+
+
+@contextmanager
+def _migration_lock(engine: Engine, url: str) -> Iterator[None]:
+    if engine.dialect.name != "sqlite":
+        yield  # PostgreSQL: the advisory lock inside the transaction does it
+        return
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"overtime-migrate-{digest}.lock"
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager

@@ -57,16 +57,14 @@ def free_port() -> int:
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("OVERTIME_TEST_DATABASE_URL")
     if url:
-        # A fresh schema per run: drop what an earlier run left behind.
-        from sqlmodel import SQLModel
-
+        # A fresh schema per run (tables and Alembic's version table alike).
         engine = engine_for(url)
         try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+            with engine.begin() as connection:
+                connection.execute(text("DROP SCHEMA public CASCADE"))
+                connection.execute(text("CREATE SCHEMA public"))
         except Exception as err:  # pragma: no cover - depends on the machine
             pytest.skip(f"database {url} not reachable: {err}")
-        SQLModel.metadata.drop_all(engine)
         init_db(url)
         yield url
         engine.dispose()
