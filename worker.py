@@ -22,6 +22,7 @@ from activities.notifications import NotificationActivities
 from overtime.db import init_db
 from overtime.payments import gateway_for
 from overtime.settings import Settings, get_settings
+from overtime.temporal import connect
 from workflows.account import AccountWorkflow
 from workflows.invoice import InvoiceWorkflow
 
@@ -72,12 +73,8 @@ def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecut
     return [main, stripe]
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
-
-
 async def run(settings: Settings) -> None:
-    client = await connect(settings)
+    client = await connect(settings)  # TLS / API key / payload encryption per settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -263,6 +263,8 @@ class Plan:
         else:
             # No internet needed (or wanted) for the UI's news feed.
             temporal += ["--ui-port", str(s.temporal_ui_port), "--ui-disable-news-fetch"]
+            # Payloads are encrypted; the UI shows them decoded through our codec server.
+            temporal += ["--ui-codec-endpoint", f"http://{s.http_host}:{s.http_port}/codec"]
         children = [
             Child(
                 "temporal",

@@ -27,6 +27,20 @@ class Settings(BaseSettings):
     temporal_ui_port: int = 8233
     temporal_namespace: str = "default"
     task_queue: str = "overtime"
+    # Self-hosted clusters with TLS / mTLS, or Temporal Cloud (mTLS or an API key).
+    temporal_tls: bool = False
+    temporal_tls_ca: str | None = None
+    temporal_tls_cert: str | None = None
+    temporal_tls_key: str | None = None
+    temporal_api_key: str | None = None
+    # Payload encryption (AES-256-GCM): base64 of 32 bytes. The dev default is public;
+    # production sets its own. Old keys (id -> key) keep older histories readable.
+    payload_key: str = "b3ZlcnRpbWUtZGV2LXBheWxvYWQta2V5LTMyYnl0ZXM="
+    payload_key_id: str = "dev-1"
+    payload_old_keys: dict[str, str] = {}
+    # The codec server decodes for a browser on this machine without a token (dev only).
+    codec_allow_loopback: bool = True
+    codec_cors_origins: list[str] = ["http://127.0.0.1:8233", "http://localhost:8233"]
 
     # --- auth ----------------------------------------------------------------------
     admin_token: str = "dev-admin-token"

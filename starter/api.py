@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
@@ -27,8 +28,10 @@ from billing.rules import ExtraMinutesSettings
 from overtime.db import as_utc, init_db, session_scope
 from overtime.payments import gateway_for
 from overtime.settings import Settings, get_settings
+from overtime.temporal import connect
 from starter import schemas
 from starter.auth import admin_only, telephony_only
+from starter.codec_routes import router as codec_router
 from starter.dispatcher import AccountDispatcher
 from starter.errors import ApiError
 from starter.payment_routes import router as payment_router
@@ -54,9 +57,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         init_db(settings.resolved_database_url())
-        temporal = client or await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace
-        )
+        temporal = client or await connect(settings)
         dispatcher = AccountDispatcher(
             temporal,
             settings.task_queue,
@@ -84,6 +85,14 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     app.state.settings = settings
     _install_error_handlers(app)
     app.include_router(payment_router)
+    app.include_router(codec_router)
+    # The Temporal Web UI calls the codec server from its own origin.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.codec_cors_origins,
+        allow_methods=["POST"],
+        allow_headers=["content-type", "x-namespace", "authorization"],
+    )
 
     admin, telephony = admin_only, telephony_only
 

@@ -35,6 +35,7 @@ from devstack.mail_catcher import MailCatcher
 from overtime import webhooks
 from overtime.db import engine_for, init_db
 from overtime.settings import Settings
+from overtime.temporal import with_codec
 from starter.api import create_app
 from worker import build_workers
 
@@ -191,6 +192,12 @@ def settings(
     )
 
 
+@pytest.fixture(scope="session")
+def temporal_client(temporal_env: WorkflowEnvironment, settings: Settings) -> Client:
+    """The dev server's connection with Overtime's encrypting data converter."""
+    return with_codec(temporal_env.client, settings)
+
+
 @dataclass
 class WorkerControl:
     """The in-process workers; tests may stop and restart them mid-traffic."""
@@ -213,11 +220,9 @@ class WorkerControl:
 
 
 @pytest.fixture(scope="session")
-async def worker(
-    temporal_env: WorkflowEnvironment, settings: Settings
-) -> AsyncIterator[WorkerControl]:
+async def worker(temporal_client: Client, settings: Settings) -> AsyncIterator[WorkerControl]:
     with ThreadPoolExecutor(max_workers=32) as executor:
-        control = WorkerControl(temporal_env.client, settings, executor)
+        control = WorkerControl(temporal_client, settings, executor)
         await control.start()
         try:
             yield control
@@ -351,9 +356,9 @@ async def stop_api(server: uvicorn.Server, task: asyncio.Task, api: Api) -> None
 
 @pytest.fixture(scope="session")
 async def api(
-    settings: Settings, temporal_env: WorkflowEnvironment, worker: WorkerControl
+    settings: Settings, temporal_client: Client, worker: WorkerControl
 ) -> AsyncIterator[Api]:
-    server, task, api = await start_api(settings, temporal_env.client)
+    server, task, api = await start_api(settings, temporal_client)
     try:
         yield api
     finally:
@@ -365,11 +370,11 @@ SHORT_PERIOD_SECONDS = 6
 
 @pytest.fixture(scope="session")
 async def short_api(
-    settings: Settings, temporal_env: WorkflowEnvironment, worker: WorkerControl
+    settings: Settings, temporal_client: Client, worker: WorkerControl
 ) -> AsyncIterator[Api]:
     """The same stack, but new accounts get billing periods of a few seconds."""
     short = settings.model_copy(update={"period_seconds": SHORT_PERIOD_SECONDS})
-    server, task, api = await start_api(short, temporal_env.client)
+    server, task, api = await start_api(short, temporal_client)
     try:
         yield api
     finally:
@@ -378,11 +383,11 @@ async def short_api(
 
 @pytest.fixture(scope="session")
 async def busy_api(
-    settings: Settings, temporal_env: WorkflowEnvironment, worker: WorkerControl
+    settings: Settings, temporal_client: Client, worker: WorkerControl
 ) -> AsyncIterator[Api]:
     """The same stack, but account workflows continue as new after only 20 Updates."""
     busy = settings.model_copy(update={"continue_as_new_after_updates": 20})
-    server, task, api = await start_api(busy, temporal_env.client)
+    server, task, api = await start_api(busy, temporal_client)
     try:
         yield api
     finally:

@@ -20,8 +20,11 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from overtime.settings import Settings
+from overtime.temporal import data_converter_for
 from tests.conftest import SHORT_PERIOD_SECONDS, Api, eventually
 from workflows.account import AccountWorkflow
+from workflows.invoice import InvoiceWorkflow
 from workflows.types import workflow_id_for
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -32,9 +35,12 @@ def recorded_histories() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", recorded_histories(), ids=lambda p: p.stem)
-async def test_recorded_history_replays(path: Path) -> None:
+async def test_recorded_history_replays(path: Path, settings: Settings) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
-    await Replayer(workflows=[AccountWorkflow]).replay_workflow(history)
+    replayer = Replayer(
+        workflows=[AccountWorkflow, InvoiceWorkflow], data_converter=data_converter_for(settings)
+    )
+    await replayer.replay_workflow(history)
 
 
 def test_histories_are_recorded() -> None:
@@ -42,7 +48,7 @@ def test_histories_are_recorded() -> None:
 
 
 async def test_live_histories_replay(
-    api: Api, short_api: Api, busy_api: Api, temporal_env: WorkflowEnvironment
+    api: Api, short_api: Api, busy_api: Api, temporal_env: WorkflowEnvironment, settings: Settings
 ) -> None:
     """Every run of a busy scenario replays: limits, notices, hand-over and close."""
     account = await busy_api.create_account()
@@ -65,7 +71,9 @@ async def test_live_histories_replay(
     await short_api.usage(short_account, "spanning", 100)
 
     client = temporal_env.client
-    replayer = Replayer(workflows=[AccountWorkflow])
+    replayer = Replayer(
+        workflows=[AccountWorkflow, InvoiceWorkflow], data_converter=data_converter_for(settings)
+    )
     record_to = os.environ.get("OVERTIME_RECORD_HISTORIES")
     replayed = 0
     for name, acct in (("limits-and-continue-as-new", account), ("period-close", short_account)):
