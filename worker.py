@@ -20,6 +20,7 @@ from activities.invoicing import InvoicingActivities
 from activities.ledger import LedgerActivities
 from activities.notifications import NotificationActivities
 from overtime.db import init_db
+from overtime.observability import configure_logging, metrics_runtime
 from overtime.payments import gateway_for
 from overtime.settings import Settings, get_settings
 from overtime.temporal import connect
@@ -74,7 +75,10 @@ def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecut
 
 
 async def run(settings: Settings) -> None:
-    client = await connect(settings)  # TLS / API key / payload encryption per settings
+    runtime = (
+        metrics_runtime(settings.worker_metrics_port) if settings.worker_metrics_port else None
+    )
+    client = await connect(settings, runtime)  # TLS / API key / payload encryption per settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -84,18 +88,21 @@ async def run(settings: Settings) -> None:
         async with contextlib.AsyncExitStack() as stack:
             for worker in workers:
                 await stack.enter_async_context(worker)
-            logging.getLogger(__name__).info(
-                "worker polling %s and %s on %s",
-                settings.task_queue,
-                settings.stripe_task_queue,
-                settings.temporal_address,
+            logging.getLogger("overtime.worker").info(
+                "worker polling",
+                extra={
+                    "task_queues": [settings.task_queue, settings.stripe_task_queue],
+                    "temporal": settings.temporal_address,
+                    "metrics_port": settings.worker_metrics_port or None,
+                },
             )
             await stop.wait()
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(run(get_settings()))
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

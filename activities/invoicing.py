@@ -23,6 +23,7 @@ from billing.rules import period_key
 from overtime.db import session_scope
 from overtime.mailer import format_minutes
 from overtime.models import Account, Invoice
+from overtime.observability import INVOICES, count_in_activity
 from overtime.stripe_gateway import InvoiceResult, StripeGateway, is_retryable
 from workflows.types import ChargeRequest, InvoiceInput, InvoiceState
 
@@ -168,6 +169,7 @@ class InvoicingActivities:
 
 
 def _state(invoice: InvoiceResult) -> InvoiceState:
+    count_in_activity(INVOICES, status=invoice.status)
     return InvoiceState(
         stripe_invoice_id=invoice.invoice_id,
         status=invoice.status,

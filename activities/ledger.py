@@ -17,6 +17,7 @@ from temporalio import activity
 from billing.rules import ExtraMinutesSettings
 from overtime.db import as_utc, session_scope
 from overtime.models import Account, ClosedPeriod, SettingsChange, UsageEntry
+from overtime.observability import SECONDS_BILLED, count_in_activity
 from workflows.types import CallLookup, PeriodClose, SettingsChangeRecord, UsageBatch
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ class LedgerActivities:
                     )
                 )
             session.commit()
+        count_in_activity(
+            SECONDS_BILLED, sum(r.billed_included_seconds for r in fresh), kind="included"
+        )
+        count_in_activity(SECONDS_BILLED, sum(r.billed_extra_seconds for r in fresh), kind="extra")
         return len(fresh)
 
     @activity.defn

@@ -22,6 +22,7 @@ from billing.rules import period_key
 from overtime import mailer, webhooks
 from overtime.db import session_scope
 from overtime.models import Notification, WebhookDelivery
+from overtime.observability import NOTICES_SENT, WEBHOOK_FAILURES, count_in_activity
 from overtime.settings import Settings
 from workflows.types import NoticeDelivery, ServiceEventDelivery
 
@@ -102,6 +103,11 @@ class NotificationActivities:
                 session.commit()
             except IntegrityError:
                 session.rollback()  # recorded by a concurrent attempt: sent once already
+        count_in_activity(NOTICES_SENT, kind=notice.kind)
+        log.info(
+            "notice sent",
+            extra={"account_id": profile.account_id, "kind": notice.kind, "key": notice.key},
+        )
         return True
 
     @activity.defn
@@ -135,6 +141,7 @@ class NotificationActivities:
             )
             if response.status_code >= 300:
                 # Raising makes Temporal retry with backoff until the receiver accepts.
+                count_in_activity(WEBHOOK_FAILURES, direction="telephony")
                 raise RuntimeError(f"webhook {url} answered {response.status_code}")
             status = response.status_code
         with session_scope(self._db) as session:

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     dunning_schedule_seconds: list[int] = [3 * 86_400, 5 * 86_400, 7 * 86_400]
     reconcile_interval_seconds: int = Field(default=6 * 3600, gt=0)
 
+    # --- observability ----------------------------------------------------------------
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_level: str = "INFO"
+    # The worker's Prometheus endpoint (SDK metrics and ours); 0 switches it off.
+    worker_metrics_port: int = Field(default=9464, ge=0)
+
     # --- per-account dispatch (API side) --------------------------------------------
     # Temporal allows 10 Updates in flight per workflow; each API process keeps at most
     # this many, coalescing everything else into batches.

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from overtime.settings import Settings
@@ -97,7 +98,7 @@ def _tls(settings: Settings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     """A client for the configured cluster: local dev server, self-hosted or Cloud."""
     return await Client.connect(
         settings.temporal_address,
@@ -105,6 +106,7 @@ async def connect(settings: Settings) -> Client:
         data_converter=data_converter_for(settings),
         tls=_tls(settings),
         api_key=settings.temporal_api_key,
+        runtime=runtime,
     )
 
 

@@ -12,10 +12,11 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
+import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,9 +24,11 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from billing.rules import ExtraMinutesSettings
 from overtime.db import as_utc, init_db, session_scope
+from overtime.observability import configure_logging, free_port, metrics_runtime
 from overtime.payments import gateway_for
 from overtime.settings import Settings, get_settings
 from overtime.temporal import connect
@@ -51,13 +54,29 @@ def service_of(request: Request) -> AccountService:
 Service = Annotated[AccountService, Depends(service_of)]
 
 
-def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
-    """The API for ``settings``; pass ``client`` to share a Temporal client (tests)."""
+def create_app(
+    settings: Settings, client: Client | None = None, metrics_port: int | None = None
+) -> FastAPI:
+    """The API for ``settings``.
+
+    Without ``client`` it connects itself, through a Temporal runtime that exports
+    Prometheus metrics on a private loopback port, which ``GET /metrics`` serves. Tests
+    pass a shared ``client`` (and the ``metrics_port`` of its runtime, if it has one).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         init_db(settings.resolved_database_url())
-        temporal = client or await connect(settings)
+        temporal = client
+        exporter_port = metrics_port
+        if temporal is None:
+            exporter_port = exporter_port or free_port()
+            temporal = await connect(settings, metrics_runtime(exporter_port))
+        runtime = temporal.service_client.config.runtime or Runtime.default()
+        app.state.meter = runtime.metric_meter
+        app.state.metrics_url = (
+            f"http://127.0.0.1:{exporter_port}/metrics" if exporter_port else None
+        )
         dispatcher = AccountDispatcher(
             temporal,
             settings.task_queue,
@@ -65,7 +84,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             max_batch=settings.dispatch_max_batch,
             deadline_seconds=settings.dispatch_deadline_seconds,
         )
-        service = AccountService(settings, dispatcher)
+        service = AccountService(settings, dispatcher, app.state.meter)
         await run_in_threadpool(service.sync_plans)
         app.state.payments = PaymentService(
             service, gateway_for(settings), temporal, settings.stripe_webhook_secret
@@ -108,6 +127,16 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             database=database_ok,
         )
         return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> PlainTextResponse:
+        """Prometheus: the Temporal SDK's runtime metrics and Overtime's own."""
+        url = request.app.state.metrics_url
+        if url is None:
+            raise ApiError(404, "not_found", "this process exports no metrics")
+        async with httpx.AsyncClient(timeout=5) as http:
+            exported = await http.get(url)
+        return PlainTextResponse(exported.text, media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/plans", response_model=list[schemas.PlanOut])
     async def plans(service: Service) -> list[schemas.PlanOut]:
@@ -287,4 +316,6 @@ def _database_health(settings: Settings) -> bool:
 
 
 def app_from_env() -> FastAPI:
-    return create_app(get_settings())
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)

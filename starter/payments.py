@@ -21,6 +21,7 @@ from temporalio.service import RPCError
 from billing.rules import period_key
 from overtime.db import session_scope
 from overtime.models import Account, Invoice, StripeEvent
+from overtime.observability import WEBHOOK_FAILURES, count
 from overtime.stripe_gateway import PaymentMethodInfo, StripeGateway, is_retryable
 from starter.dispatcher import DispatchTimeout
 from starter.errors import ApiError
@@ -178,6 +179,9 @@ class PaymentService:
         try:
             event = stripe.Webhook.construct_event(payload, signature, self.webhook_secret)
         except (ValueError, stripe.SignatureVerificationError) as err:
+            if self.accounts.meter is not None:
+                count(self.accounts.meter, WEBHOOK_FAILURES, direction="stripe")
+            log.warning("Stripe webhook refused", extra={"reason": str(err)})
             raise ApiError(400, "invalid_signature", f"webhook refused: {err}") from err
         event_type = str(event["type"])
         obj = event["data"]["object"]

@@ -6,6 +6,7 @@ the client are :class:`ApiError` (status, code, detail).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
+from temporalio.common import MetricMeter
 
 from billing.rules import (
     BillingRuleError,
@@ -25,6 +27,7 @@ from billing.rules import (
 from overtime.catalog import load_catalog
 from overtime.db import as_utc, session_scope
 from overtime.models import Account, Notification, Plan
+from overtime.observability import AUTHORIZATIONS, count
 from overtime.settings import Settings
 from starter.dispatcher import AccountDispatcher, DispatchTimeout, WorkflowRejected
 from starter.errors import ApiError
@@ -40,6 +43,8 @@ from workflows.types import (
     TelephonyResult,
 )
 
+log = logging.getLogger(__name__)
+
 # How long an API process trusts its cached copy of an account's start input. The copy
 # only matters when a workflow must be (re)started; the workflow is authoritative.
 ACCOUNT_CACHE_SECONDS = 30.0
@@ -51,6 +56,7 @@ REJECTION_STATUS = {"not_eligible": 409, "payment_method_required": 409, "invali
 class AccountService:
     settings: Settings
     dispatcher: AccountDispatcher
+    meter: MetricMeter | None = None
 
     def __post_init__(self) -> None:
         self._db = self.settings.resolved_database_url()
@@ -166,7 +172,20 @@ class AccountService:
 
     async def authorize(self, account_id: str, call_id: str) -> TelephonyResult:
         start_input = await self.load(account_id)
-        return await self._dispatch(start_input, TelephonyRequest(AUTHORIZE, call_id))
+        result = await self._dispatch(start_input, TelephonyRequest(AUTHORIZE, call_id))
+        if self.meter is not None:
+            count(
+                self.meter,
+                AUTHORIZATIONS,
+                result="granted" if result.allowed else "refused",
+                reason=result.reason or "",
+            )
+        if not result.allowed:
+            log.info(
+                "call refused",
+                extra={"account_id": account_id, "call_id": call_id, "reason": result.reason},
+            )
+        return result
 
     async def report_usage(self, account_id: str, call_id: str, seconds: int) -> TelephonyResult:
         if seconds > self.settings.max_call_seconds:

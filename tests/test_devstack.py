@@ -43,6 +43,7 @@ class Ports:
     ui: int
     smtp: int
     stripe: int
+    worker_metrics: int
 
 
 @dataclass
@@ -68,6 +69,7 @@ def stack_env(data_dir: Path, ports: Ports) -> dict[str, str]:
             "OVERTIME_TEMPORAL_UI_PORT": str(ports.ui),
             "OVERTIME_SMTP_PORT": str(ports.smtp),
             "OVERTIME_STRIPE_PORT": str(ports.stripe),
+            "OVERTIME_WORKER_METRICS_PORT": str(ports.worker_metrics),
             "OVERTIME_ADMIN_TOKEN": ADMIN["Authorization"].split()[1],
             "OVERTIME_TELEPHONY_TOKEN": TELEPHONY["Authorization"].split()[1],
         }
@@ -141,9 +143,20 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+def wait_for_metric(url: str, name: str, timeout: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(url, timeout=5).text
+        if name in text:
+            return text
+        time.sleep(0.3)
+    raise AssertionError(f"{name} not exported at {url}: {text[-1000:]}")
+
+
 def test_devstack_runs_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
-    ports = Ports(free_port(), free_port(), free_port(), free_port(), free_port())
+    ports = Ports(free_port(), free_port(), free_port(), free_port(), free_port(), free_port())
     base = f"http://127.0.0.1:{ports.http}"
 
     first = start(data_dir, ports, tmp_path / "first.log")
@@ -171,7 +184,20 @@ def test_devstack_runs_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
             assert usage == {"recorded": True, "duplicate": False}
             state = http.get("/v1/accounts/demo-starter/state", headers=ADMIN).json()
             assert state["used_seconds"] == 90
+            # Prometheus: the API's own counters beside the Temporal SDK's runtime metrics,
+            # and the worker's (seconds billed) on its own port.
+            api_metrics = http.get("/metrics").text
+            assert re.search(r'overtime_authorizations\{[^}]*result="granted"', api_metrics)
+            assert "temporal_request" in api_metrics
+            worker_metrics = wait_for_metric(
+                f"http://127.0.0.1:{ports.worker_metrics}/metrics", "overtime_seconds_billed"
+            )
+            billed = re.search(
+                r'overtime_seconds_billed\{[^}]*kind="included"[^}]*\} (\d+)', worker_metrics
+            )
+            assert billed and int(billed.group(1)) >= 90, worker_metrics[-2000:]
         output = first.output()
+        assert '"logger": "overtime.worker"' in output  # JSON logs
         assert "devstack | started temporal" in output  # child output is prefixed
         assert f"Temporal gRPC    127.0.0.1:{ports.temporal}" in output
         assert (data_dir / "temporal.db").exists()

@@ -1,0 +1,77 @@
+"""Metrics and structured logs.
+
+Metrics go through the Temporal SDK's own meter, so one Prometheus exporter per process
+serves the SDK's runtime metrics and ours together: the worker on
+``OVERTIME_WORKER_METRICS_PORT`` (``/metrics``), the API at its own ``GET /metrics``.
+Inside activities the meter is ``activity.metric_meter()``, so the figures belong to the
+worker that did the work.
+
+Logs are JSON lines (``OVERTIME_LOG_FORMAT=json``, the default) carrying ``account_id``,
+``call_id`` and Temporal's workflow and activity ids wherever they are known.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+from temporalio import activity
+from temporalio.common import MetricMeter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+AUTHORIZATIONS = "overtime_authorizations"
+SECONDS_BILLED = "overtime_seconds_billed"
+NOTICES_SENT = "overtime_notices_sent"
+INVOICES = "overtime_invoices"
+WEBHOOK_FAILURES = "overtime_webhook_failures"
+
+_DESCRIPTIONS = {
+    AUTHORIZATIONS: "Call authorisations answered, by result and reason",
+    SECONDS_BILLED: "Seconds billed, by kind (included or extra)",
+    NOTICES_SENT: "Customer emails sent, by kind",
+    INVOICES: "Invoice state changes seen, by status",
+    WEBHOOK_FAILURES: "Webhook deliveries or receipts that failed, by direction",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def metrics_runtime(port: int, host: str = "127.0.0.1") -> Runtime:
+    """A Temporal runtime that serves Prometheus metrics on ``host:port``."""
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}"))
+    )
+
+
+def count(meter: MetricMeter, name: str, value: int = 1, **attributes: str) -> None:
+    if value <= 0:
+        return
+    meter.create_counter(name, _DESCRIPTIONS.get(name), "1").add(value, attributes)
+
+
+def count_in_activity(name: str, value: int = 1, **attributes: str) -> None:
+    """Count from inside an activity, on the worker's meter (a no-op outside one)."""
+    if activity.in_activity():
+        count(activity.metric_meter(), name, value, **attributes)
+
+
+def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
