@@ -16,18 +16,21 @@ from concurrent.futures import ThreadPoolExecutor
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.close import CloseActivities
 from activities.invoicing import InvoicingActivities
 from activities.ledger import LedgerActivities
 from activities.notifications import NotificationActivities
 from overtime.db import init_db
 from overtime.observability import configure_logging, metrics_runtime
 from overtime.payments import gateway_for
+from overtime.schedules import ensure_close_schedule
 from overtime.settings import Settings, get_settings
 from overtime.temporal import connect
 from workflows.account import AccountWorkflow
+from workflows.close_report import MonthEndCloseWorkflow
 from workflows.invoice import InvoiceWorkflow
 
-WORKFLOWS: Sequence[type] = (AccountWorkflow, InvoiceWorkflow)
+WORKFLOWS: Sequence[type] = (AccountWorkflow, InvoiceWorkflow, MonthEndCloseWorkflow)
 
 
 def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> list[Worker]:
@@ -43,6 +46,7 @@ def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecut
     notifications = NotificationActivities(settings)
     gateway = gateway_for(settings)
     invoicing = InvoicingActivities(database_url, lambda: gateway)
+    close = CloseActivities(settings, gateway)
     main = Worker(
         client,
         task_queue=settings.task_queue,
@@ -54,6 +58,9 @@ def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecut
             ledger.close_period,
             notifications.send_notice,
             notifications.send_service_event,
+            close.unclosed_accounts,
+            close.build_close_report,
+            close.send_close_report,
         ],
         activity_executor=executor,
         max_concurrent_activities=24,
@@ -83,6 +90,7 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    await ensure_close_schedule(client, settings)
     with ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity") as executor:
         workers = build_workers(client, settings, executor)
         async with contextlib.AsyncExitStack() as stack:

@@ -144,3 +144,27 @@ def _next_month(start: datetime, zone: ZoneInfo) -> datetime:
 def period_key(period_start: datetime) -> str:
     """A stable text key for a period (idempotency keys, unique constraints)."""
     return period_start.astimezone(ZoneInfo("UTC")).strftime("%Y%m%dT%H%M%SZ")
+
+
+# --- month-end close ------------------------------------------------------------------
+
+
+def month_window(label: str, timezone: str) -> tuple[datetime, datetime]:
+    """``"2026-11"`` → [1 Nov 00:00, 1 Dec 00:00) in ``timezone``; ValueError if malformed."""
+    year, month = (int(part) for part in label.split("-"))
+    if not (2000 <= year <= 2999 and 1 <= month <= 12) or len(label) != 7:
+        raise ValueError(f"period must look like 2026-11, not {label!r}")
+    zone = ZoneInfo(timezone)
+    start = datetime(year, month, 1, tzinfo=zone)
+    return start, _next_month(start, zone)
+
+
+def month_label(at: datetime, timezone: str) -> str:
+    local = at.astimezone(ZoneInfo(timezone))
+    return f"{local.year:04d}-{local.month:02d}"
+
+
+def previous_month_label(at: datetime, timezone: str) -> str:
+    local = at.astimezone(ZoneInfo(timezone))
+    year, month = (local.year - 1, 12) if local.month == 1 else (local.year, local.month - 1)
+    return f"{year:04d}-{month:02d}"

@@ -193,3 +193,64 @@ class StripeEvent(SQLModel, table=True):
     event_id: str = Field(primary_key=True, max_length=128)
     type: str = Field(max_length=64)
     received_at: datetime = Field(sa_column=utc_column())
+
+
+class CloseReport(SQLModel, table=True):
+    """The month-end close: totals of every period that closed in a calendar month."""
+
+    __tablename__ = "close_report"
+    period: str = Field(primary_key=True, max_length=7)  # "2026-11"
+    created_at: datetime = Field(sa_column=utc_column())
+    accounts: int
+    extra_seconds: int
+    invoiced_cents: int
+    paid_cents: int
+    failed_cents: int
+    pending_cents: int
+    accounts_stopped_at_limit: int
+    mismatches: int
+
+
+class CloseReportLine(SQLModel, table=True):
+    """One closed account period in a close report, or one mismatch found."""
+
+    __tablename__ = "close_report_line"
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(index=True, max_length=7)
+    account_id: str = Field(max_length=128)
+    period_start: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    extra_seconds: int = 0
+    amount_cents: int = 0
+    invoice_status: str | None = Field(default=None, max_length=32)
+    stripe_invoice_id: str | None = Field(default=None, max_length=64)
+    stopped_at_limit: bool = False
+    mismatch: str | None = None  # what does not add up, in words
+
+
+# --- the web app (starter/web) ------------------------------------------------------------
+
+
+class WebLogin(SQLModel, table=True):
+    """A customer's web-app login: the email they sign in with and an Argon2id hash.
+
+    Set by an admin (``PUT /v1/accounts/{id}/password``). ``session_epoch`` grows with
+    every password change; sessions carry the epoch they were opened in, so a new
+    password signs every other browser out.
+    """
+
+    __tablename__ = "web_login"
+    __table_args__ = (UniqueConstraint("email", name="uq_web_login_email"),)
+    account_id: str = Field(primary_key=True, max_length=128)
+    email: str = Field(max_length=320)  # lower-cased
+    password_hash: str = Field(max_length=256)
+    session_epoch: int = 0
+    updated_at: datetime = Field(sa_column=utc_column())
+
+
+class WebLoginFailure(SQLModel, table=True):
+    """Failed sign-ins, for the login throttle (shared by every API process)."""
+
+    __tablename__ = "web_login_failure"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True, max_length=400)  # "email:<address>" or "ip:<address>"
+    failed_at: datetime = Field(sa_column=utc_column(index=True))

@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     dunning_schedule_seconds: list[int] = [3 * 86_400, 5 * 86_400, 7 * 86_400]
     reconcile_interval_seconds: int = Field(default=6 * 3600, gt=0)
 
+    # --- month-end close ---------------------------------------------------------------
+    finance_email: str = "finance@overtime.local"
+    # The close waits this long for every account's period to close before it reports
+    # the stragglers as mismatches.
+    close_wait_seconds: int = Field(default=6 * 3600, ge=0)
+    close_poll_seconds: int = Field(default=300, gt=0)
+
     # --- observability ----------------------------------------------------------------
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = "INFO"

@@ -39,6 +39,7 @@ from starter.dispatcher import AccountDispatcher
 from starter.errors import ApiError
 from starter.payment_routes import router as payment_router
 from starter.payments import PaymentService
+from starter.report_routes import router as report_router
 from starter.services import AccountService
 from workflows.types import AccountSnapshot
 
@@ -105,6 +106,7 @@ def create_app(
     _install_error_handlers(app)
     app.include_router(payment_router)
     app.include_router(codec_router)
+    app.include_router(report_router)
     # The Temporal Web UI calls the codec server from its own origin.
     app.add_middleware(
         CORSMiddleware,

@@ -667,6 +667,54 @@ def render_summary(summary: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def cmd_close_report(args: argparse.Namespace, endpoint: Endpoint) -> int:
+    """Run (``--run``) and/or show a month-end close report, as a table or CSV."""
+    path = f"/v1/reports/close/{args.period}"
+    with endpoint.sync_client() as client:
+        if args.run:
+            params = {} if args.wait_seconds is None else {"wait_seconds": args.wait_seconds}
+            checked(client.post(path, headers=endpoint.admin, params=params))
+            deadline = time.monotonic() + args.timeout
+            while True:
+                response = client.get(path, headers=endpoint.admin)
+                if response.status_code != 404 or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+        if args.csv:
+            response = client.get(path, headers=endpoint.admin, params={"format": "csv"})
+            if response.status_code >= 400:
+                raise error_of(response)
+            _print(response.text.rstrip("\n"))
+            return EXIT_OK
+        report = checked(client.get(path, headers=endpoint.admin))
+    if args.json:
+        _print(json.dumps(report, indent=2))
+        return EXIT_OK
+    _print(
+        table(
+            [
+                ("period", report["period"]),
+                ("accounts", str(report["accounts"])),
+                ("extra minutes", f"{report['extra_seconds'] / 60:.1f}"),
+                ("invoiced", euros(report["invoiced_cents"])),
+                ("paid", euros(report["paid_cents"])),
+                ("failed", euros(report["failed_cents"])),
+                ("pending", euros(report["pending_cents"])),
+                ("stopped at limit", str(report["accounts_stopped_at_limit"])),
+                ("mismatches", str(report["mismatches"])),
+            ]
+        )
+    )
+    for line in report["lines"]:
+        if line["mismatch"]:
+            _print(f"mismatch: {line['account_id']}: {line['mismatch']}")
+    return EXIT_OK
+
+
+def euros(cents: int) -> str:
+    return f"{Decimal(cents) / 100:.2f} EUR"
+
+
 def cmd_simulate(args: argparse.Namespace, endpoint: Endpoint) -> int:
     summary = asyncio.run(_simulate(args, endpoint))
     _print(json.dumps(summary, indent=2) if args.json else render_summary(summary, args))
@@ -771,6 +819,23 @@ def build_parser() -> argparse.ArgumentParser:
     notes = command("notifications", "list the notices sent to an account", cmd_notifications)
     notes.add_argument("account_id", metavar="ACCOUNT_ID")
     json_flag(notes)
+
+    close = command(
+        "close-report",
+        "run or show a month-end close report (PERIOD like 2026-11)",
+        cmd_close_report,
+    )
+    close.add_argument("period", metavar="PERIOD")
+    close.add_argument("--run", action="store_true", help="run the close now, then show it")
+    close.add_argument(
+        "--wait-seconds",
+        type=int,
+        default=None,
+        help="with --run: how long the close waits for unclosed periods",
+    )
+    close.add_argument("--timeout", type=float, default=60.0, help="with --run: seconds to wait")
+    close.add_argument("--csv", action="store_true", help="print the report's CSV")
+    json_flag(close)
 
     sim = command(
         "simulate",

@@ -11,6 +11,7 @@ the database-facing tests a second time against PostgreSQL).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import socket
 import sys
@@ -395,15 +396,21 @@ async def busy_api(
 
 
 async def eventually(check, timeout: float = 15.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
-    """Await ``check()`` until it returns a truthy value (or raise its last assertion)."""
+    """Call ``check()`` until it gives a truthy value (or raise its last assertion).
+
+    ``check`` may be a plain function, a coroutine function, or a lambda that returns an
+    awaitable: whatever it returns is awaited before it is judged.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
+        error: BaseException | None = None
         try:
-            result = await check() if asyncio.iscoroutinefunction(check) else check()
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
             if result:
                 return result
-            error: BaseException | None = None
         except AssertionError as err:
             error = err
         if loop.time() > deadline:

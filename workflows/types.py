@@ -241,3 +241,41 @@ class PaymentEvent:
     event_id: str
     status: str  # paid | payment_failed | open | void
     failure_code: str | None = None
+
+
+# --- month-end close -----------------------------------------------------------------
+
+CLOSE_SCHEDULE_ID = "month-end-close"
+
+
+def close_workflow_id(period: str) -> str:
+    return f"close-report-{period}"
+
+
+@dataclass
+class CloseInput:
+    # "2026-11"; None: the month before the workflow started (scheduled runs).
+    period: str | None = None
+    timezone: str = "Europe/Berlin"
+    wait_seconds: int = 6 * 3600
+    poll_seconds: int = 300
+
+
+@dataclass
+class CloseRequest:
+    period: str
+    timezone: str
+    unclosed_accounts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CloseSummary:
+    period: str
+    accounts: int
+    extra_seconds: int
+    invoiced_cents: int
+    paid_cents: int
+    failed_cents: int
+    pending_cents: int
+    accounts_stopped_at_limit: int
+    mismatches: list[str] = field(default_factory=list)

@@ -1,0 +1,299 @@
+"""Month-end close activities: who has not closed yet, the reconciliation, the report.
+
+The reconciliation compares four records of the same money, for every account period
+that closed in the month: the usage ledger (one row per call), the closed-period totals
+the workflow wrote, our invoice mirror, and Stripe's invoice. Anything that does not add
+up becomes a line with a ``mismatch`` text; the report is rebuilt from scratch on every
+run, so a retried or repeated close never double counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import smtplib
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from temporalio import activity
+
+from activities.ledger import ledger_totals
+from billing.rules import month_window, period_containing
+from overtime.db import session_scope
+from overtime.models import (
+    Account,
+    ClosedPeriod,
+    CloseReport,
+    CloseReportLine,
+    Invoice,
+    Notification,
+)
+from overtime.settings import Settings
+from overtime.stripe_gateway import StripeGateway
+from workflows.types import CloseRequest, CloseSummary
+
+FAILED = {"payment_failed"}
+PENDING = {"open", "draft"}
+CSV_FIELDS = (
+    "account_id",
+    "period_start",
+    "extra_seconds",
+    "amount_cents",
+    "invoice_status",
+    "stripe_invoice_id",
+    "stopped_at_limit",
+    "mismatch",
+)
+
+
+@dataclass
+class CloseActivities:
+    settings: Settings
+    gateway: StripeGateway
+
+    @property
+    def _db(self) -> str:
+        return self.settings.resolved_database_url()
+
+    @activity.defn
+    def unclosed_accounts(self, request: CloseRequest) -> list[str]:
+        """Calendar-month accounts whose period ending in this month has not closed yet."""
+        _, month_end = month_window(request.period, request.timezone)
+        pending = []
+        with session_scope(self._db) as session:
+            accounts = session.exec(
+                select(Account).where(
+                    Account.period_seconds.is_(None),  # type: ignore[union-attr]
+                    Account.created_at < month_end,
+                )
+            ).all()
+            for account in accounts:
+                start, _ = period_containing(
+                    month_end - timedelta(microseconds=1),  # the month's last instant
+                    timezone=account.timezone,
+                    period_seconds=None,
+                    anchor=account.created_at,
+                )
+                closed = session.exec(
+                    select(ClosedPeriod.id).where(
+                        ClosedPeriod.account_id == account.account_id,
+                        ClosedPeriod.period_start == start,
+                    )
+                ).first()
+                if closed is None:
+                    pending.append(account.account_id)
+        return pending
+
+    @activity.defn
+    def build_close_report(self, request: CloseRequest) -> CloseSummary:
+        month_start, month_end = month_window(request.period, request.timezone)
+        lines: list[CloseReportLine] = []
+        with session_scope(self._db) as session:
+            closed = session.exec(
+                select(ClosedPeriod)
+                .where(ClosedPeriod.period_end > month_start, ClosedPeriod.period_end <= month_end)
+                .order_by(ClosedPeriod.account_id, ClosedPeriod.period_start)  # type: ignore[arg-type]
+            ).all()
+            for index, period in enumerate(closed):
+                if index % 50 == 0:
+                    activity.heartbeat(index)
+                lines.append(self._reconcile(session, request.period, period))
+        for account_id in request.unclosed_accounts:
+            lines.append(
+                CloseReportLine(
+                    period=request.period,
+                    account_id=account_id,
+                    mismatch="period not closed by the report's deadline",
+                )
+            )
+        summary = _summarise(request.period, lines)
+        with session_scope(self._db) as session:
+            session.exec(delete(CloseReportLine).where(CloseReportLine.period == request.period))  # type: ignore[call-overload]
+            existing = session.get(CloseReport, request.period)
+            if existing is not None:
+                session.delete(existing)
+            session.flush()
+            session.add(
+                CloseReport(
+                    period=request.period,
+                    created_at=datetime.now(UTC),
+                    accounts=summary.accounts,
+                    extra_seconds=summary.extra_seconds,
+                    invoiced_cents=summary.invoiced_cents,
+                    paid_cents=summary.paid_cents,
+                    failed_cents=summary.failed_cents,
+                    pending_cents=summary.pending_cents,
+                    accounts_stopped_at_limit=summary.accounts_stopped_at_limit,
+                    mismatches=len(summary.mismatches),
+                )
+            )
+            session.add_all(lines)
+            session.commit()
+        return summary
+
+    def _reconcile(self, session, report_period: str, period: ClosedPeriod) -> CloseReportLine:  # type: ignore[no-untyped-def]
+        problems: list[str] = []
+        included, extra, calls = ledger_totals(session, period.account_id, period.period_start)
+        if (included, extra, calls) != (
+            period.included_used_seconds,
+            period.extra_used_seconds,
+            period.calls_recorded,
+        ):
+            problems.append(
+                f"ledger {included}/{extra} s in {calls} calls, workflow "
+                f"{period.included_used_seconds}/{period.extra_used_seconds} s in "
+                f"{period.calls_recorded} calls"
+            )
+        invoice = session.exec(
+            select(Invoice).where(
+                Invoice.account_id == period.account_id,
+                Invoice.period_start == period.period_start,
+            )
+        ).first()
+        if period.extra_used_seconds > 0 and invoice is None:
+            problems.append("extra minutes but no invoice")
+        if period.extra_used_seconds == 0 and invoice is not None:
+            problems.append("an invoice for a period without extra minutes")
+        if invoice is not None:
+            if invoice.amount_cents != period.extra_cost_cents:
+                problems.append(
+                    f"invoice {invoice.amount_cents} ct, period {period.extra_cost_cents} ct"
+                )
+            if invoice.stripe_invoice_id:
+                problems.extend(self._against_stripe(invoice))
+        return CloseReportLine(
+            period=report_period,
+            account_id=period.account_id,
+            period_start=period.period_start,
+            extra_seconds=period.extra_used_seconds,
+            amount_cents=invoice.amount_cents if invoice else 0,
+            invoice_status=invoice.status if invoice else None,
+            stripe_invoice_id=invoice.stripe_invoice_id if invoice else None,
+            stopped_at_limit=period.stopped_at_limit,
+            mismatch="; ".join(problems) or None,
+        )
+
+    def _against_stripe(self, invoice: Invoice) -> list[str]:
+        # Stay well inside Stripe's request budget: this runs beside the invoicing.
+        time.sleep(1 / max(1.0, self.settings.stripe_requests_per_second / 2))
+        assert invoice.stripe_invoice_id is not None
+        stripe_invoice = self.gateway.retrieve_invoice(invoice.stripe_invoice_id)
+        problems = []
+        if stripe_invoice.amount_cents != invoice.amount_cents:
+            problems.append(
+                f"Stripe says {stripe_invoice.amount_cents} ct, we say {invoice.amount_cents} ct"
+            )
+        if stripe_invoice.status != invoice.status:
+            problems.append(f"Stripe says {stripe_invoice.status}, we say {invoice.status}")
+        return problems
+
+    @activity.defn
+    def send_close_report(self, request: CloseRequest) -> bool:
+        """Email the report and its CSV to finance, once per period."""
+        month_start, _ = month_window(request.period, request.timezone)
+        key = f"close_report:{request.period}"
+        with session_scope(self._db) as session:
+            report = session.get(CloseReport, request.period)
+            sent = session.exec(
+                select(Notification.id).where(
+                    Notification.account_id == "_finance", Notification.notice_key == key
+                )
+            ).first()
+            if report is None or sent is not None:
+                return False
+            csv_text = report_csv(session, request.period)
+        message = EmailMessage()
+        message["From"] = self.settings.mail_from
+        message["To"] = self.settings.finance_email
+        message["Subject"] = (
+            f"Month-end close {request.period}: {_euros(report.invoiced_cents)} invoiced, "
+            f"{report.mismatches} mismatches"
+        )
+        message["Message-ID"] = f"<close-report.{request.period}@overtime>"
+        message.set_content(
+            f"Month-end close for {request.period}\n\n"
+            f"Accounts: {report.accounts}\n"
+            f"Extra minutes: {report.extra_seconds / 60:.1f}\n"
+            f"Invoiced: {_euros(report.invoiced_cents)}\n"
+            f"Paid: {_euros(report.paid_cents)}\n"
+            f"Failed: {_euros(report.failed_cents)}\n"
+            f"Pending: {_euros(report.pending_cents)}\n"
+            f"Accounts stopped at their limit: {report.accounts_stopped_at_limit}\n"
+            f"Mismatches: {report.mismatches}\n\nThe CSV has one line per account period.\n"
+        )
+        message.add_attachment(
+            csv_text.encode(),
+            maintype="text",
+            subtype="csv",
+            filename=f"overtime-close-{request.period}.csv",
+        )
+        with smtplib.SMTP(self.settings.smtp_host, self.settings.smtp_port, timeout=15) as smtp:
+            smtp.send_message(message)
+        with session_scope(self._db) as session:
+            session.add(
+                Notification(
+                    account_id="_finance",
+                    kind="close_report",
+                    notice_key=key,
+                    to=self.settings.finance_email,
+                    subject=str(message["Subject"]),
+                    period_start=month_start,
+                    sent_at=datetime.now(UTC),
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+        return True
+
+
+def report_csv(session, period: str) -> str:  # type: ignore[no-untyped-def]
+    rows = session.exec(
+        select(CloseReportLine)
+        .where(CloseReportLine.period == period)
+        .order_by(CloseReportLine.account_id, CloseReportLine.id)  # type: ignore[arg-type]
+    ).all()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_FIELDS)
+    for row in rows:
+        writer.writerow(
+            [
+                row.account_id,
+                row.period_start.isoformat() if row.period_start else "",
+                row.extra_seconds,
+                row.amount_cents,
+                row.invoice_status or "",
+                row.stripe_invoice_id or "",
+                "yes" if row.stopped_at_limit else "no",
+                row.mismatch or "",
+            ]
+        )
+    return out.getvalue()
+
+
+def _summarise(period: str, lines: list[CloseReportLine]) -> CloseSummary:
+    def cents(statuses: set[str]) -> int:
+        return sum(line.amount_cents for line in lines if line.invoice_status in statuses)
+
+    return CloseSummary(
+        period=period,
+        accounts=len({line.account_id for line in lines}),
+        extra_seconds=sum(line.extra_seconds for line in lines),
+        invoiced_cents=sum(line.amount_cents for line in lines),
+        paid_cents=cents({"paid"}),
+        failed_cents=cents(FAILED),
+        pending_cents=cents(PENDING),
+        accounts_stopped_at_limit=len({ln.account_id for ln in lines if ln.stopped_at_limit}),
+        mismatches=[f"{line.account_id}: {line.mismatch}" for line in lines if line.mismatch],
+    )
+
+
+def _euros(cents: int) -> str:
+    return f"{cents // 100},{cents % 100:02d} €"
