@@ -59,7 +59,9 @@ RETRY_FOREVER = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
 )
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# A database write or an SMTP send takes well under a second; a worker that dies
+# mid-activity hands its work to another after this long.
+ACTIVITY_TIMEOUT = timedelta(seconds=10)
 
 # Rejection types the API understands (see starter/dispatcher.py).
 RETRY_LATER = "retry_later"
