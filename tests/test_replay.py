@@ -28,6 +28,9 @@ from workflows.invoice import InvoiceWorkflow
 from workflows.types import workflow_id_for
 
 HISTORIES = Path(__file__).parent / "histories"
+# Prefix of histories recorded now; earlier generations keep their names (v1: before
+# invoicing was patched in).
+RECORDING = "v2"
 
 
 def recorded_histories() -> list[Path]:
@@ -60,7 +63,9 @@ async def test_live_histories_replay(
     await busy_api.call(account, "after-raise", 60)
 
     short_account = await short_api.create_account()
-    await short_api.call(short_account, "p1", 30)
+    assert (await short_api.enable(short_account, limit_minutes=30)).status_code == 200
+    await short_api.call(short_account, "p1", 6000)
+    await short_api.call(short_account, "p1-extra", 45)
     await short_api.authorize(short_account, "spanning")
     first = (await short_api.state(short_account))["period_start"]
 
@@ -70,20 +75,32 @@ async def test_live_histories_replay(
     await eventually(rolled, timeout=SHORT_PERIOD_SECONDS * 3)
     await short_api.usage(short_account, "spanning", 100)
 
+    async def invoiced() -> bool:
+        found = (await short_api.admin.get(f"/v1/accounts/{short_account}/invoices")).json()
+        return bool(found) and found[0]["status"] == "paid"
+
+    await eventually(invoiced, timeout=20)
+
     client = temporal_env.client
     replayer = Replayer(
         workflows=[AccountWorkflow, InvoiceWorkflow], data_converter=data_converter_for(settings)
     )
     record_to = os.environ.get("OVERTIME_RECORD_HISTORIES")
     replayed = 0
-    for name, acct in (("limits-and-continue-as-new", account), ("period-close", short_account)):
-        runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{workflow_id_for(acct)}'")]
-        assert len(runs) >= 2  # continued as new at least once
+    recorded_names: list[str] = []
+    for name, query, at_least in (
+        ("limits-and-continue-as-new", f"WorkflowId = '{workflow_id_for(account)}'", 2),
+        ("period-close", f"WorkflowId = '{workflow_id_for(short_account)}'", 2),
+        ("invoice", f"WorkflowId STARTS_WITH 'invoice-{short_account}-'", 1),
+    ):
+        runs = [wf async for wf in client.list_workflows(query)]
+        assert len(runs) >= at_least, name  # account workflows continued as new
         for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
             history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
             await replayer.replay_workflow(history)
             replayed += 1
+            recorded_names.append(f"{name}-run{index}")
             if record_to:
-                out = Path(record_to) / f"{name}-run{index}.json"
+                out = Path(record_to) / f"{RECORDING}-{name}-run{index}.json"
                 out.write_text(json.dumps(history.to_json_dict(), indent=1))
-    assert replayed >= 4
+    assert replayed >= 5, recorded_names
