@@ -91,7 +91,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -921,12 +921,15 @@ class _Emulator:
             and payload.get("payment_method")
         ):
             # Stripe attaches the method to the SetupIntent's customer; localstripe not.
+            # The browser (Stripe.js) confirms with the publishable key, which may not
+            # read or attach payment methods: these follow-up calls use a secret key.
+            internal = replace(ctx, authorization="Bearer sk_test_overtime_proxy")
             method = await self.backend_json(
-                ctx, "GET", f"/v1/payment_methods/{payload['payment_method']}"
+                internal, "GET", f"/v1/payment_methods/{payload['payment_method']}"
             )
             if method.get("customer") is None:
                 await self.backend_json(
-                    ctx,
+                    internal,
                     "POST",
                     f"/v1/payment_methods/{payload['payment_method']}/attach",
                     params={"customer": payload["customer"]},

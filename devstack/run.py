@@ -51,6 +51,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from overtime.settings import Settings
+from starter.web.config import WebSettings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -61,6 +62,9 @@ FAKE_STRIPE_MODULE = "devstack.fake_stripe"
 
 # (account id, plan, extra-minutes limit or None). Created once; a restart keeps whatever
 # an admin changed since, so seeding never overwrites a developer's experiments.
+# The demo customers' web-app password (dev only; set per account with
+# PUT /v1/accounts/{id}/password).
+DEMO_PASSWORD = "demo-password"
 DEMO_ACCOUNTS: tuple[tuple[str, str, dict[str, int] | None], ...] = (
     ("demo-free", "free", None),
     ("demo-starter", "starter", {"limit_cents": 2000}),
@@ -508,6 +512,15 @@ class Stack:
             created = await ensure_account(
                 client, endpoint, account_id, email=f"{account_id}@example.com", plan=plan
             )
+            if created:
+                # A web-app login for the demo customer (same password for all demos).
+                response = await client.put(
+                    f"/v1/accounts/{account_id}/password",
+                    json={"password": DEMO_PASSWORD},
+                    headers=endpoint.admin,
+                )
+                if response.status_code != 204:
+                    self.say(f"warning: no web login for {account_id}: {response.text}")
             if created and limit is not None:
                 enabled = await enable_extra_minutes(client, endpoint, account_id, limit)
                 if enabled is None:
@@ -567,6 +580,7 @@ class Stack:
             ]
         )
         demos = "\n                   ".join(self.demo_lines) or "not seeded (--no-seed)"
+        web = WebSettings()
         return f"""
 ================================================================================
 Overtime dev stack is up            data: {p.data_dir}
@@ -580,6 +594,8 @@ Overtime dev stack is up            data: {p.data_dir}
   Admin token      {s.admin_token}
   Telephony token  {s.telephony_token}
   Demo accounts    {demos}
+  Web app          {api}/login   demo-starter@example.com / {DEMO_PASSWORD}
+  Admin console    {api}/login   {web.admin_email} / {web.admin_password}
 
 Try:
   {authorize}

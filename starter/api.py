@@ -41,6 +41,7 @@ from starter.payment_routes import router as payment_router
 from starter.payments import PaymentService
 from starter.report_routes import router as report_router
 from starter.services import AccountService
+from starter.web import install_web
 from workflows.types import AccountSnapshot
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -107,6 +108,7 @@ def create_app(
     app.include_router(payment_router)
     app.include_router(codec_router)
     app.include_router(report_router)
+    install_web(app)  # the web app (/app, /admin, /login), its session and static files
     # The Temporal Web UI calls the codec server from its own origin.
     app.add_middleware(
         CORSMiddleware,

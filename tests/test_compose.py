@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from overtime.settings import Settings
+from starter.web.config import WebSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -37,7 +38,7 @@ def test_the_full_stack_is_there() -> None:
 
 def test_every_overtime_variable_is_a_setting() -> None:
     env = COMPOSE["x-overtime-env"]
-    fields = set(Settings.model_fields)
+    fields = set(Settings.model_fields) | set(WebSettings.model_fields)
     aliases = {"STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_PUBLISHABLE_KEY"}
     for key in env:
         if key in aliases:

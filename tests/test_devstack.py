@@ -198,6 +198,8 @@ def test_devstack_runs_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
             assert billed and int(billed.group(1)) >= 90, worker_metrics[-2000:]
         output = first.output()
         assert '"logger": "overtime.worker"' in output  # JSON logs
+        assert "/login   demo-starter@example.com / demo-password" in output
+        assert "no web login" not in output  # the demo customers can sign in
         assert "devstack | started temporal" in output  # child output is prefixed
         assert f"Temporal gRPC    127.0.0.1:{ports.temporal}" in output
         assert (data_dir / "temporal.db").exists()

@@ -1,0 +1,449 @@
+"""The admin console: every account with live state from its workflow, and one account's
+history, ledger, notices and invoices with the actions an operator needs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import func
+from sqlmodel import select
+from starlette.concurrency import run_in_threadpool
+from temporalio.service import RPCError
+
+from billing.rules import ExtraMinutesSettings, cost_cents, limit_as_cents, period_key
+from overtime import mailer
+from overtime.db import session_scope
+from overtime.models import Account, ClosedPeriod, Invoice, Notification, UsageEntry
+from starter.errors import ApiError
+from starter.web import data, security
+from starter.web.charts import day_chart
+from starter.web.i18n import Translator, parse_euros, parse_minutes
+from starter.web.pages import (
+    LoginRequired,
+    PageContext,
+    PageError,
+    check_csrf,
+    current_user,
+    db_of,
+    flash,
+    render,
+    service_of,
+    settings_of,
+    web_settings_of,
+)
+from workflows.invoice import InvoiceWorkflow
+from workflows.types import invoice_workflow_id, workflow_id_for
+
+router = APIRouter(include_in_schema=False)
+LIVE_CONCURRENCY = 10
+STATUSES = ("all", "accepting", "stopped", "warning", "overdue", "extra_on", "extra_off")
+SORTS = ("account", "plan", "used", "cost", "status")
+
+
+async def admin(request: Request) -> PageContext:
+    user = await current_user(request)
+    if user is None:
+        raise LoginRequired(request.url.path)
+    if not user.is_admin:
+        raise PageError(403, "forbidden")
+    return PageContext(request, user, Translator("en"))
+
+
+Admin = Annotated[PageContext, Depends(admin)]
+
+
+def temporal_ui(request: Request, account_id: str) -> str:
+    settings = settings_of(request)
+    base = web_settings_of(request).web_temporal_ui_url or (
+        f"http://{settings.temporal_host}:{settings.temporal_ui_port}"
+    )
+    workflow = quote(workflow_id_for(account_id), safe="")
+    return f"{base.rstrip('/')}/namespaces/{settings.temporal_namespace}/workflows/{workflow}"
+
+
+# --- all accounts -------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    account: Account
+    usage: data.Usage | None
+    status: str
+    invoice_status: str | None
+    has_login: bool
+    workflow_url: str
+
+
+def _status(usage: data.Usage | None) -> str:
+    if usage is None:
+        return "unknown"
+    if not usage.snapshot.accepting_calls:
+        return usage.snapshot.stop_reason or "stopped"
+    return "warning" if usage.warning else "accepting"
+
+
+def _matches(row: Row, status: str) -> bool:
+    usage = row.usage
+    if status == "all":
+        return True
+    if usage is None:
+        return False
+    snapshot = usage.snapshot
+    return {
+        "accepting": snapshot.accepting_calls,
+        "stopped": not snapshot.accepting_calls,
+        "warning": usage.warning,
+        "overdue": snapshot.payment_overdue,
+        "extra_on": snapshot.enabled,
+        "extra_off": not snapshot.enabled,
+    }[status]
+
+
+def _sort_key(sort: str):  # type: ignore[no-untyped-def]
+    def key(row: Row) -> tuple:  # type: ignore[type-arg]
+        usage = row.usage
+        if sort == "plan":
+            return (row.account.plan, row.account.account_id)
+        if sort == "used":
+            return (usage.extra_percent if usage else -1.0, row.account.account_id)
+        if sort == "cost":
+            return (usage.snapshot.extra_cost_cents if usage else -1, row.account.account_id)
+        if sort == "status":
+            return (row.status, row.account.account_id)
+        return (row.account.account_id,)
+
+    return key
+
+
+async def _rows(request: Request) -> tuple[list[Row], dict[str, str]]:
+    params = request.query_params
+    query = params.get("q", "").strip()[:100]
+    plan = params.get("plan", "")
+    status = params.get("status", "all")
+    status = status if status in STATUSES else "all"
+    sort = params.get("sort", "account")
+    sort = sort if sort in SORTS else "account"
+    direction = "desc" if params.get("dir") == "desc" else "asc"
+    db = db_of(request)
+    service = service_of(request)
+    accounts = await run_in_threadpool(data.accounts, db, query, plan)
+    ids = [a.account_id for a in accounts]
+    with_login = await run_in_threadpool(data.logins, db, ids)
+    latest_invoice = await run_in_threadpool(_latest_invoice_status, db, ids)
+    gate = asyncio.Semaphore(LIVE_CONCURRENCY)
+
+    async def live(account: Account) -> data.Usage | None:
+        async with gate:
+            try:
+                return await data.live_usage(service, db, account.account_id)
+            except ApiError:
+                return None
+
+    usages = await asyncio.gather(*(live(a) for a in accounts))
+    rows = [
+        Row(
+            account=account,
+            usage=usage,
+            status=_status(usage),
+            invoice_status=latest_invoice.get(account.account_id),
+            has_login=account.account_id in with_login,
+            workflow_url=temporal_ui(request, account.account_id),
+        )
+        for account, usage in zip(accounts, usages, strict=True)
+    ]
+    rows = [r for r in rows if _matches(r, status)]
+    rows.sort(key=_sort_key(sort), reverse=direction == "desc")
+    filters = {"q": query, "plan": plan, "status": status, "sort": sort, "dir": direction}
+    return rows, filters
+
+
+def _latest_invoice_status(db: str, account_ids: list[str]) -> dict[str, str]:
+    with session_scope(db) as session:
+        found: dict[str, tuple[datetime, str]] = {}
+        for account_id, period_start, status in session.exec(
+            select(Invoice.account_id, Invoice.period_start, Invoice.status).where(
+                Invoice.account_id.in_(account_ids)  # type: ignore[attr-defined]
+            )
+        ):
+            if account_id not in found or found[account_id][0] < period_start:
+                found[account_id] = (period_start, status)
+    return {k: v[1] for k, v in found.items()}
+
+
+@router.get("/admin")
+async def accounts(ctx: Admin) -> Response:
+    rows, filters = await _rows(ctx.request)
+    return render(
+        ctx,
+        "admin/accounts.html",
+        rows=rows,
+        filters=filters,
+        query=urlencode(filters),
+        plans=sorted(service_of(ctx.request).catalog),
+        statuses=STATUSES,
+        sorts=SORTS,
+    )
+
+
+@router.get("/admin/rows")
+async def account_rows(ctx: Admin) -> Response:
+    """The table body alone; the console polls it (htmx, every 3 s) with its filters."""
+    rows, filters = await _rows(ctx.request)
+    return render(ctx, "admin/_rows.html", rows=rows, filters=filters)
+
+
+# --- one account ------------------------------------------------------------------------------
+
+
+async def _account_or_404(request: Request, account_id: str) -> Account:
+    row = await run_in_threadpool(data.account, db_of(request), account_id)
+    if row is None:
+        raise PageError(404, "notfound")
+    return row
+
+
+@router.get("/admin/accounts/{account_id}")
+async def account(account_id: str, ctx: Admin, error: str | None = None) -> Response:
+    request = ctx.request
+    row = await _account_or_404(request, account_id)
+    db = db_of(request)
+    usage = await data.live_usage(service_of(request), db, account_id, with_days=True)
+    ctx.account = await service_of(request).load(account_id)
+    history, ledger, notices, invoices, logins = await asyncio.gather(
+        run_in_threadpool(data.history, db, account_id),
+        run_in_threadpool(data.ledger, db, account_id),
+        run_in_threadpool(data.notifications, db, account_id),
+        run_in_threadpool(data.invoices, db, account_id),
+        run_in_threadpool(data.logins, db, [account_id]),
+    )
+    unit, value = "eur", ""
+    if usage is not None and usage.snapshot.limit_minutes is not None:
+        unit, value = "minutes", str(usage.snapshot.limit_minutes)
+    elif usage is not None and usage.snapshot.limit_cents is not None:
+        value = ctx.t.euros_input(usage.snapshot.limit_cents)
+    return render(
+        ctx,
+        "admin/account.html",
+        row=row,
+        usage=usage,
+        chart=day_chart(usage.days, "%m-%d") if usage else None,
+        history=history,
+        ledger=ledger,
+        notices=notices,
+        invoices=invoices,
+        has_login=bool(logins),
+        workflow_url=temporal_ui(request, account_id),
+        unit=unit,
+        value=value,
+        error=error,
+    )
+
+
+@router.get("/admin/accounts/{account_id}/usage/live")
+async def usage_live(account_id: str, ctx: Admin) -> Response:
+    request = ctx.request
+    await _account_or_404(request, account_id)
+    ctx.account = await service_of(request).load(account_id)
+    usage = await data.live_usage(service_of(request), db_of(request), account_id, with_days=True)
+    return render(
+        ctx,
+        "app/_usage.html",
+        usage=usage,
+        chart=day_chart(usage.days, "%m-%d") if usage else None,
+        live_url=f"/admin/accounts/{account_id}/usage/live",
+    )
+
+
+@router.post("/admin/accounts/{account_id}/extra-minutes")
+async def change_limit(account_id: str, ctx: Admin) -> Response:
+    request = ctx.request
+    await check_csrf(request)
+    await _account_or_404(request, account_id)
+    form = await request.form()
+    wanted = ExtraMinutesSettings(False)
+    if form.get("enabled") == "on":
+        value = str(form.get("limit_value", ""))
+        if form.get("limit_unit") == "minutes":
+            minutes = parse_minutes(value)
+            wanted = ExtraMinutesSettings(True, None, minutes if minutes is not None else -1)
+        else:
+            cents = parse_euros(value)
+            wanted = ExtraMinutesSettings(True, cents if cents is not None else -1, None)
+    assert ctx.user is not None
+    try:
+        await service_of(request).change_extra_minutes(account_id, wanted, actor=ctx.user.actor)
+    except ApiError as err:
+        flash(request, f"{err.code}: {err.detail}", "error")
+    else:
+        flash(request, "Settings changed; the workflow applied them.")
+    return RedirectResponse(f"/admin/accounts/{account_id}", status_code=303)
+
+
+@router.post("/admin/accounts/{account_id}/password")
+async def set_password(account_id: str, ctx: Admin) -> Response:
+    request = ctx.request
+    await check_csrf(request)
+    form = await request.form()
+    password = str(form.get("password", ""))
+    if not 8 <= len(password) <= 256:
+        flash(request, "A password needs 8 to 256 characters.", "error")
+    else:
+        try:
+            await run_in_threadpool(security.set_password, db_of(request), account_id, password)
+        except LookupError as err:
+            raise PageError(404, "notfound") from err
+        except ValueError as err:
+            flash(request, str(err), "error")
+        else:
+            flash(request, "Password set; the customer's other sessions have ended.")
+    return RedirectResponse(f"/admin/accounts/{account_id}", status_code=303)
+
+
+@router.post("/admin/accounts/{account_id}/notices/{notice_id}/resend")
+async def resend_notice(account_id: str, notice_id: int, ctx: Admin) -> Response:
+    request = ctx.request
+    await check_csrf(request)
+    await _account_or_404(request, account_id)
+    snapshot = None
+    try:
+        snapshot = await service_of(request).snapshot(account_id)
+    except ApiError:
+        pass
+    try:
+        sent = await run_in_threadpool(
+            _resend, request, account_id, notice_id, snapshot.period_end if snapshot else None
+        )
+    except LookupError as err:
+        raise PageError(404, "notfound") from err
+    except OSError as err:
+        flash(request, f"Could not send: {err}", "error")
+    else:
+        flash(request, f"Sent '{sent.subject}' to {sent.to} again.")
+    return RedirectResponse(f"/admin/accounts/{account_id}#notices", status_code=303)
+
+
+def _resend(
+    request: Request, account_id: str, notice_id: int, current_period_end: datetime | None
+) -> Notification:
+    """Send a notice again, with this period's figures as they are now; recorded as a
+    new ``notification`` row (key ``<original key>:resend:<id>``)."""
+    settings = settings_of(request)
+    catalog = service_of(request).catalog
+    db = db_of(request)
+    with session_scope(db) as session:
+        original = session.get(Notification, notice_id)
+        account = session.get(Account, account_id)
+        if original is None or account is None or original.account_id != account_id:
+            raise LookupError(notice_id)
+        plan = catalog[account.plan]
+        extra_seconds = session.exec(
+            select(func.coalesce(func.sum(UsageEntry.billed_extra_seconds), 0)).where(
+                UsageEntry.account_id == account_id,
+                UsageEntry.period_start == original.period_start,
+            )
+        ).one()
+        invoice = session.exec(
+            select(Invoice).where(
+                Invoice.account_id == account_id, Invoice.period_start == original.period_start
+            )
+        ).first()
+        closed = session.exec(
+            select(ClosedPeriod).where(
+                ClosedPeriod.account_id == account_id,
+                ClosedPeriod.period_start == original.period_start,
+            )
+        ).first()
+    period_end = (
+        invoice.period_end if invoice else closed.period_end if closed else current_period_end
+    ) or original.period_start
+    limit = limit_as_cents(
+        ExtraMinutesSettings(account.extra_enabled, account.limit_cents, account.limit_minutes),
+        plan,
+    )
+    locale = account.locale
+    email = mailer.render(
+        original.kind,
+        locale,
+        {
+            "product_name": settings.product_name,
+            "account_id": account_id,
+            "extra_minutes": mailer.format_minutes(extra_seconds, locale),
+            "cost": mailer.format_money(
+                invoice.amount_cents
+                if invoice
+                else cost_cents(extra_seconds, plan.extra_minute_price_cents),
+                locale,
+            ),
+            "limit": mailer.format_money(limit, locale) if limit is not None else "–",
+            "price": mailer.format_money(plan.extra_minute_price_cents, locale),
+            "period": mailer.format_period(
+                original.period_start, period_end, account.timezone, locale
+            ),
+            "settings_url": f"{settings.public_url}/app/extra-minutes",
+            "payment_url": f"{settings.public_url}/app/payment",
+            "link": invoice.hosted_invoice_url if invoice else None,
+            "final": False,
+        },
+    )
+    resend_id = uuid.uuid4().hex[:12]
+    mailer.send(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        sender=settings.mail_from,
+        to=account.email,
+        email=email,
+        message_id=(
+            f"<{original.kind}.{period_key(original.period_start)}.resend-{resend_id}"
+            f".{account_id}@overtime>"
+        ),
+        headers={
+            "X-Overtime-Notice": original.kind,
+            "X-Overtime-Account": account_id,
+            "X-Overtime-Resent": "true",
+        },
+    )
+    row = Notification(
+        account_id=account_id,
+        kind=original.kind,
+        notice_key=f"{original.notice_key.split(':resend:')[0]}:resend:{resend_id}"[:128],
+        to=account.email,
+        subject=email.subject[:256],
+        period_start=original.period_start,
+        sent_at=datetime.now(UTC),
+    )
+    with session_scope(db) as session:
+        session.add(row)
+        session.commit()
+    return row
+
+
+@router.post("/admin/accounts/{account_id}/invoices/{invoice_id}/retry")
+async def retry_payment(account_id: str, invoice_id: int, ctx: Admin) -> Response:
+    """Charge a failed invoice again now (the invoice workflow's immediate retry)."""
+    request = ctx.request
+    await check_csrf(request)
+
+    def find() -> Invoice | None:
+        with session_scope(db_of(request)) as session:
+            return session.get(Invoice, invoice_id)
+
+    invoice = await run_in_threadpool(find)
+    if invoice is None or invoice.account_id != account_id:
+        raise PageError(404, "notfound")
+    handle = request.app.state.temporal.get_workflow_handle(
+        invoice_workflow_id(account_id, period_key(invoice.period_start))
+    )
+    try:
+        await handle.signal(InvoiceWorkflow.payment_method_updated)
+    except RPCError as err:
+        flash(request, f"The invoice's workflow is not running: {err.message}", "error")
+    else:
+        flash(request, "Payment retry requested; the invoice workflow charges again now.")
+    return RedirectResponse(f"/admin/accounts/{account_id}#invoices", status_code=303)

@@ -1,0 +1,373 @@
+"""The customer's web app: overview with live usage, the assistant's menu with extra
+minutes (switch, limit, payment details through Stripe), invoices and notifications.
+
+Every URL names the account (``/app/a/{account_id}/…``) and every route checks it is
+the signed-in customer's own; another account's pages are a 404.
+
+Payment details never pass through this server. The page loads Stripe.js from
+``gateway.stripe_js_url`` and asks this server for a SetupIntent (card + SEPA,
+``usage=off_session``, created by :class:`starter.payments.PaymentService`); the browser
+confirms it with Stripe (``confirmCardSetup`` / ``confirmSepaDebitSetup``, the SEPA
+mandate text shown beside the IBAN) and posts only the resulting ``pm_…`` id back, which
+``PaymentService.attach`` makes the customer's default and reports to the workflow.
+
+* Real Stripe: the Card Element and the IBAN Element (``supportedCountries: ['SEPA']``),
+  iframes served by Stripe; Stripe.js records the mandate acceptance.
+* The fake (localstripe's stand-in Stripe.js, proxied by ``devstack/fake_stripe.py``):
+  its ``elements()`` builds card fields only, whatever type is asked for, so the page
+  shows a plain IBAN input instead of the IBAN Element and passes
+  ``sepa_debit: {iban}`` to the stand-in's ``confirmSepaDebitSetup`` (a shape real
+  Stripe.js accepts too). The input has no ``name`` and sits outside anything posted
+  here: the IBAN still goes from the browser to Stripe only.
+
+Switching extra minutes on needs a payment method (``payment_method_required``), and the
+help article puts the payment step last: with JavaScript, "save" on the form first
+confirms the payment details with Stripe, then posts the settings; without JavaScript the
+form answers with the reason and keeps what was entered.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from billing.rules import ExtraMinutesSettings, allowed_extra_seconds
+from starter.errors import ApiError
+from starter.web import data
+from starter.web.charts import day_chart
+from starter.web.i18n import Translator, parse_euros, parse_minutes
+from starter.web.pages import (
+    LoginRequired,
+    PageContext,
+    PageError,
+    Redirect,
+    check_csrf,
+    current_user,
+    db_of,
+    flash,
+    language,
+    render,
+    security_headers,
+    service_of,
+    settings_of,
+    web_settings_of,
+)
+
+router = APIRouter(include_in_schema=False)
+
+
+async def customer(request: Request, account_id: str) -> PageContext:
+    """The signed-in customer of ``account_id``; anyone else is turned away."""
+    user = await current_user(request)
+    if user is None:
+        raise LoginRequired(request.url.path)
+    if user.is_admin:
+        raise Redirect(f"/admin/accounts/{account_id}")
+    if user.account_id != account_id:
+        raise PageError(404, "notfound")
+    start_input = await service_of(request).load(account_id)
+    t = Translator(language(request, start_input.profile.locale))
+    return PageContext(request, user, t, start_input)
+
+
+Customer = Annotated[PageContext, Depends(customer)]
+
+
+async def own_account(request: Request) -> str:
+    user = await current_user(request)
+    if user is None:
+        raise LoginRequired(request.url.path)
+    if user.is_admin:
+        raise Redirect("/admin")
+    assert user.account_id is not None
+    return user.account_id
+
+
+# --- entry points (also the links in the emails) -------------------------------------------
+
+
+@router.get("/app")
+async def app_home(request: Request) -> Response:
+    return RedirectResponse(f"/app/a/{await own_account(request)}", status_code=303)
+
+
+@router.get("/app/extra-minutes")
+async def extra_minutes_link(request: Request) -> Response:
+    account_id = await own_account(request)
+    return RedirectResponse(f"/app/a/{account_id}/assistant/extra-minutes", status_code=303)
+
+
+@router.get("/app/payment")
+async def payment_link(request: Request) -> Response:
+    account_id = await own_account(request)
+    return RedirectResponse(f"/app/a/{account_id}/assistant/extra-minutes#payment", status_code=303)
+
+
+# --- overview and live usage ------------------------------------------------------------
+
+
+async def _usage_values(ctx: PageContext, account_id: str) -> dict[str, object]:
+    request = ctx.request
+    usage = await data.live_usage(service_of(request), db_of(request), account_id, with_days=True)
+    chart = day_chart(usage.days, "%d.%m." if ctx.t.lang == "de" else "%m-%d") if usage else None
+    return {"usage": usage, "chart": chart}
+
+
+@router.get("/app/a/{account_id}")
+async def overview(account_id: str, ctx: Customer) -> Response:
+    return render(ctx, "app/overview.html", nav="overview", **await _usage_values(ctx, account_id))
+
+
+@router.get("/app/a/{account_id}/usage/live")
+async def usage_live(account_id: str, ctx: Customer) -> Response:
+    """The live usage panel alone; the overview polls it (htmx, every 2 s)."""
+    return render(
+        ctx,
+        "app/_usage.html",
+        live_url=f"/app/a/{account_id}/usage/live",
+        settings_url=f"/app/a/{account_id}/assistant/extra-minutes",
+        **await _usage_values(ctx, account_id),
+    )
+
+
+# --- the assistant's menu ------------------------------------------------------------------
+
+
+@router.get("/app/a/{account_id}/assistant")
+async def assistant(account_id: str, ctx: Customer) -> Response:
+    usage = await data.live_usage(service_of(ctx.request), db_of(ctx.request), account_id)
+    return render(ctx, "app/assistant.html", nav="assistant", usage=usage)
+
+
+def _limit_defaults(
+    ctx: PageContext, snapshot_settings: ExtraMinutesSettings, history: list
+) -> tuple[str, str]:
+    """(unit, value) the limit fields show: the current limit, else the last one used."""
+    candidates = [snapshot_settings] + [
+        ExtraMinutesSettings(True, row.new_limit_cents, row.new_limit_minutes) for row in history
+    ]
+    for settings in candidates:
+        if settings.limit_minutes is not None:
+            return "minutes", str(settings.limit_minutes)
+        if settings.limit_cents is not None:
+            return "eur", ctx.t.euros_input(settings.limit_cents)
+    return "eur", ctx.t.euros_input(5000)
+
+
+async def _extra_minutes_page(
+    ctx: PageContext,
+    account_id: str,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+    form: dict[str, str] | None = None,
+) -> Response:
+    request = ctx.request
+    db = db_of(request)
+    assert ctx.account is not None
+    plan = ctx.account.plan
+    usage = await data.live_usage(service_of(request), db, account_id)
+    history = await run_in_threadpool(data.history, db, account_id)
+    row = await run_in_threadpool(data.account, db, account_id)
+    assert row is not None
+    if usage is not None:
+        current = ExtraMinutesSettings(
+            usage.snapshot.enabled, usage.snapshot.limit_cents, usage.snapshot.limit_minutes
+        )
+        has_payment_method = usage.snapshot.payment_method_on_file
+    else:
+        current = ExtraMinutesSettings(row.extra_enabled, row.limit_cents, row.limit_minutes)
+        has_payment_method = row.payment_method_id is not None
+    unit, value = _limit_defaults(ctx, current, history)
+    enabled = current.enabled
+    if form is not None:
+        unit, value, enabled = form["unit"], form["value"], form["enabled"] == "on"
+    gateway = request.app.state.payments.gateway
+    settings = settings_of(request)
+    catalog = service_of(request).catalog
+    return render(
+        ctx,
+        "app/extra_minutes.html",
+        status_code=status_code,
+        nav="extra_minutes",
+        plan=plan,
+        paid_plans=[p for p in catalog.values() if p.is_paid and p.extra_minute_price_cents > 0],
+        upgrade_url=web_settings_of(request).web_upgrade_url
+        or f"mailto:{settings.mail_from.split('<')[-1].rstrip('>')}",
+        usage=usage,
+        enabled=enabled,
+        unit=unit,
+        value=value,
+        allowed_seconds=allowed_extra_seconds(current, plan) if current.enabled else 0,
+        payment=row if row.payment_method_id else None,
+        has_payment_method=has_payment_method,
+        history=history,
+        error=error,
+        stripe_js_url=gateway.stripe_js_url,
+        stripe_fake=not gateway.stripe_js_url.startswith("https://js.stripe.com/"),
+        publishable_key=gateway.publishable_key,
+        email=row.email,
+        equals=_equals(ctx.t, unit, value, plan.extra_minute_price_cents),
+        max_eur=ctx.t.money(settings.max_limit_cents),
+        max_minutes=ctx.t.whole_minutes(settings.max_limit_minutes),
+    )
+
+
+def _equals(t: Translator, unit: str, value: str, price_cents: int) -> str:
+    """What the limit amounts to in the other unit (the page's script keeps it live)."""
+    if price_cents <= 0:
+        return ""
+    if unit == "minutes":
+        minutes = parse_minutes(value)
+        return t("limit.equals_eur", amount=t.money(minutes * price_cents)) if minutes else ""
+    cents = parse_euros(value)
+    if not cents or cents <= 0:
+        return ""
+    return t("limit.equals_minutes", minutes=t.minutes_floor(cents * 60 // price_cents))
+
+
+@router.get("/app/a/{account_id}/assistant/extra-minutes")
+async def extra_minutes(account_id: str, ctx: Customer) -> Response:
+    return await _extra_minutes_page(ctx, account_id)
+
+
+@router.post("/app/a/{account_id}/assistant/extra-minutes")
+async def save_extra_minutes(account_id: str, ctx: Customer) -> Response:
+    request = ctx.request
+    await check_csrf(request)
+    form = await request.form()
+    fields = {
+        "enabled": str(form.get("enabled", "")),
+        "unit": "minutes" if form.get("limit_unit") == "minutes" else "eur",
+        "value": str(form.get("limit_value", ""))[:32],
+    }
+    settings = settings_of(request)
+    t = ctx.t
+
+    async def again(key: str, status: int) -> Response:
+        message = t(
+            key,
+            max_eur=t.money(settings.max_limit_cents),
+            max_minutes=t.whole_minutes(settings.max_limit_minutes),
+        )
+        return await _extra_minutes_page(
+            ctx, account_id, error=message, status_code=status, form=fields
+        )
+
+    if fields["enabled"] == "on":
+        if not fields["value"].strip():
+            return await again("error.limit_missing", 422)
+        if fields["unit"] == "minutes":
+            minutes = parse_minutes(fields["value"])
+            if minutes is None:
+                return await again("error.invalid_limit", 422)
+            wanted = ExtraMinutesSettings(True, None, minutes)
+        else:
+            cents = parse_euros(fields["value"])
+            if cents is None:
+                return await again("error.invalid_limit", 422)
+            wanted = ExtraMinutesSettings(True, cents, None)
+    else:
+        wanted = ExtraMinutesSettings(False)
+    assert ctx.user is not None
+    service = service_of(request)
+    usage = await data.live_usage(service, db_of(request), account_id)
+    unchanged = usage is not None and wanted == ExtraMinutesSettings(
+        usage.snapshot.enabled, usage.snapshot.limit_cents, usage.snapshot.limit_minutes
+    )
+    if not unchanged:
+        try:
+            await service.change_extra_minutes(account_id, wanted, actor=ctx.user.actor)
+        except ApiError as err:
+            key = {
+                "payment_method_required": "error.payment_method_required",
+                "not_eligible": "error.not_eligible",
+                "busy": "error.busy",
+            }.get(err.code, "error.invalid_limit")
+            return await again(key, err.status)
+    flash(request, "flash.saved")
+    return RedirectResponse(request.url.path, status_code=303)
+
+
+# --- payment details (Stripe) -------------------------------------------------------------
+
+
+@router.post("/app/a/{account_id}/payment/setup-intent")
+async def setup_intent(account_id: str, ctx: Customer) -> Response:
+    """A SetupIntent's client secret for Stripe.js (card or SEPA, off-session use)."""
+    await check_csrf(ctx.request)
+    try:
+        intent = await ctx.request.app.state.payments.setup_intent(account_id)
+    except ApiError as err:
+        return _json_error(ctx, err)
+    return security_headers(ctx.request, JSONResponse({"client_secret": intent["client_secret"]}))
+
+
+class PaymentMethodIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    payment_method_id: str = Field(pattern=r"^pm_[A-Za-z0-9_]{1,100}$")
+
+
+@router.post("/app/a/{account_id}/payment/method")
+async def attach_payment_method(account_id: str, ctx: Customer) -> Response:
+    """The browser confirmed a SetupIntent with Stripe.js; store its payment method."""
+    await check_csrf(ctx.request)
+    try:
+        body = PaymentMethodIn.model_validate_json(await ctx.request.body())
+    except ValueError:
+        return _json_error(ctx, ApiError(422, "invalid_request", "payment_method_id expected"))
+    assert ctx.user is not None
+    try:
+        info = await ctx.request.app.state.payments.attach(
+            account_id, body.payment_method_id, actor=ctx.user.actor
+        )
+    except ApiError as err:
+        return _json_error(ctx, err)
+    flash(ctx.request, "flash.pm_saved")
+    return security_headers(
+        ctx.request, JSONResponse({"type": info.type, "last4": info.last4, "brand": info.brand})
+    )
+
+
+@router.post("/app/a/{account_id}/payment/remove")
+async def remove_payment_method(account_id: str, ctx: Customer) -> Response:
+    await check_csrf(ctx.request)
+    assert ctx.user is not None
+    try:
+        await ctx.request.app.state.payments.remove(account_id, actor=ctx.user.actor)
+    except ApiError as err:
+        key = "error.no_payment_method" if err.status == 404 else "error.busy"
+        return await _extra_minutes_page(ctx, account_id, error=ctx.t(key), status_code=err.status)
+    flash(ctx.request, "flash.pm_removed")
+    return RedirectResponse(f"/app/a/{account_id}/assistant/extra-minutes", status_code=303)
+
+
+def _json_error(ctx: PageContext, err: ApiError) -> Response:
+    message = (
+        ctx.t("error.stripe", detail=err.detail)
+        if err.status in (402, 422, 502)
+        else (ctx.t("error.busy"))
+    )
+    return security_headers(
+        ctx.request,
+        JSONResponse({"error": err.code, "message": message}, status_code=err.status),
+    )
+
+
+# --- invoices and notifications ------------------------------------------------------------
+
+
+@router.get("/app/a/{account_id}/invoices")
+async def invoices(account_id: str, ctx: Customer) -> Response:
+    rows = await run_in_threadpool(data.invoices, db_of(ctx.request), account_id)
+    return render(ctx, "app/invoices.html", nav="invoices", invoices=rows)
+
+
+@router.get("/app/a/{account_id}/notices")
+async def notices(account_id: str, ctx: Customer) -> Response:
+    rows = await run_in_threadpool(data.notifications, db_of(ctx.request), account_id)
+    return render(ctx, "app/notices.html", nav="notices", notices=rows)
