@@ -14,7 +14,6 @@ from sqlalchemy import func
 from sqlmodel import select
 from temporalio import activity
 
-from billing.rules import ExtraMinutesSettings
 from overtime.db import as_utc, session_scope
 from overtime.models import Account, ClosedPeriod, SettingsChange, UsageEntry
 from overtime.observability import SECONDS_BILLED, count_in_activity
@@ -161,11 +160,3 @@ def ledger_totals(session, account_id: str, period_start) -> tuple[int, int, int
         ).where(UsageEntry.account_id == account_id, UsageEntry.period_start == period_start)
     ).one()
     return int(row[0]), int(row[1]), int(row[2])
-
-
-def settings_from_account(account: Account) -> ExtraMinutesSettings:
-    return ExtraMinutesSettings(
-        enabled=account.extra_enabled,
-        limit_cents=account.limit_cents,
-        limit_minutes=account.limit_minutes,
-    )

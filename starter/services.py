@@ -249,6 +249,3 @@ class AccountService:
                 )
 
         return await run_in_threadpool(fetch)
-
-    def timezone_of(self, start_input: AccountWorkflowInput) -> ZoneInfo:
-        return ZoneInfo(start_input.profile.timezone)
