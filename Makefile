@@ -3,8 +3,9 @@
 #
 #   make run     the whole stack in one terminal (Temporal + UI, mail, fake Stripe, worker,
 #                API) with demo accounts; state in ./var (OVERTIME_DATA_DIR)
-#   make test    the full suite, then the database tests again on PostgreSQL if one
-#                answers on 127.0.0.1:5432
+#   make test    the full suite, then again on PostgreSQL if one answers on
+#                127.0.0.1:5432 (without the slow process-level suites: reliability,
+#                scale-out and the dev stack, which do not depend on the database)
 #   make lint    ruff
 #   make bench   every bench/*.py
 #   make clean   caches and build leftovers (keeps .venv and ./var; distclean removes them)
@@ -74,7 +75,7 @@ test-sqlite: $(VENV_STAMP)
 test-postgres: $(VENV_STAMP)
 	@if reason=$$($(VENV_PYTHON) -c "$$PG_PROBE" '$(PG_TEST_URL)' 2>&1); then \
 		echo "PostgreSQL pass against $(PG_TEST_URL)"; \
-		OVERTIME_TEST_DATABASE_URL='$(PG_TEST_URL)' $(VENV_PYTHON) -m pytest -m "not sqlite_only" tests/; \
+		OVERTIME_TEST_DATABASE_URL='$(PG_TEST_URL)' $(VENV_PYTHON) -m pytest -m "not sqlite_only and not slow" tests/; \
 	else \
 		echo "skipping PostgreSQL pass: $$reason"; \
 	fi
@@ -109,3 +110,12 @@ clean:
 # Also the virtualenv and the dev stack's state (accounts, workflows, mail): a fresh start.
 distclean: clean
 	rm -rf $(VENV) var *.egg-info
+
+# `make soak`: the long reliability soak in tests/test_reliability.py (OVERTIME_SOAK=1):
+# a simulated month of traffic for many accounts with short periods, a worker SIGKILLed and
+# Stripe failing on the way, ending in an exact reconciliation of every period. Knobs:
+# OVERTIME_SOAK_SECONDS (240), OVERTIME_SOAK_ACCOUNTS (24), OVERTIME_SOAK_SEED (7).
+#   make soak    the long reliability soak (minutes; not part of make test)
+.PHONY: soak
+soak: $(VENV_STAMP)
+	OVERTIME_SOAK=1 $(VENV_PYTHON) -m pytest tests/test_reliability.py -k soak -v --durations=0

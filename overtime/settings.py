@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     max_limit_cents: int = 1_000_000  # 10,000 EUR
     max_limit_minutes: int = 100_000
     max_call_seconds: int = 86_400
+    # Request bodies larger than this get 413 before they are read (the API's JSON bodies
+    # are a few hundred bytes; the codec server's a few kB per payload).
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
     currency: str = "eur"
     # Continue-as-new after this many Updates in one run (Temporal caps a run at 2,000).
     continue_as_new_after_updates: int = Field(default=1000, ge=10, le=1800)

@@ -34,6 +34,7 @@ from overtime.settings import Settings, get_settings
 from overtime.temporal import connect
 from starter import schemas
 from starter.auth import admin_only, telephony_only
+from starter.body_limit import BodySizeLimit
 from starter.codec_routes import router as codec_router
 from starter.dispatcher import AccountDispatcher
 from starter.errors import ApiError
@@ -109,6 +110,7 @@ def create_app(
     app.include_router(codec_router)
     app.include_router(report_router)
     install_web(app)  # the web app (/app, /admin, /login), its session and static files
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # The Temporal Web UI calls the codec server from its own origin.
     app.add_middleware(
         CORSMiddleware,

@@ -168,3 +168,19 @@ async def test_health_reports_each_dependency(api: Api) -> None:
     response = await api.anonymous.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "temporal": True, "worker": True, "database": True}
+
+
+async def test_a_streamed_oversized_body_is_cut_off(api: Api, account: str) -> None:
+    """No Content-Length (chunked): the limit is counted while the body streams in."""
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"account_id": "' + account.encode() + b'", "call_id": "c", "seconds": 1, "pad": "'
+        for _ in range(40):
+            yield b"x" * 65_536
+        yield b'"}'
+
+    response = await api.telephony.post(
+        "/v1/calls/usage", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert_error(response, 413, "body_too_large")
+    assert (await api.state(account))["used_seconds"] == 0
