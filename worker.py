@@ -64,6 +64,7 @@ def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecut
         ],
         activity_executor=executor,
         max_concurrent_activities=24,
+        max_cached_workflows=settings.worker_max_cached_workflows,
     )
     stripe = Worker(
         client,

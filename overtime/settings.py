@@ -103,9 +103,10 @@ class Settings(BaseSettings):
     # Stripe allows 100 requests/s live and 25 in test mode; the Stripe task queue is
     # throttled to this many requests per second across all workers.
     stripe_requests_per_second: float = Field(default=20.0, gt=0)
-    # Stripe calls one invoicing activity makes at most (to turn the request limit into
-    # Temporal's activities-per-second limit).
-    stripe_calls_per_activity: int = Field(default=4, ge=1)
+    # Stripe calls one invoicing activity makes at most, to turn the request limit into
+    # Temporal's activities-per-second limit: create_invoice makes 6 (search, create, item,
+    # retrieve, retrieve, finalize; measured in bench/bench_month_end.py).
+    stripe_calls_per_activity: int = Field(default=6, ge=1)
     dunning_schedule_seconds: list[int] = [3 * 86_400, 5 * 86_400, 7 * 86_400]
     reconcile_interval_seconds: int = Field(default=6 * 3600, gt=0)
 
@@ -119,6 +120,9 @@ class Settings(BaseSettings):
     # --- observability ----------------------------------------------------------------
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = "INFO"
+    # Workflows a worker keeps in memory (~120 KiB each, bench/bench_memory.py); accounts
+    # beyond it are replayed from history on their next request.
+    worker_max_cached_workflows: int = Field(default=2_000, ge=10)
     # The worker's Prometheus endpoint (SDK metrics and ours); 0 switches it off.
     worker_metrics_port: int = Field(default=9464, ge=0)
 
