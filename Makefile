@@ -3,10 +3,10 @@
 #
 #   make run     the whole stack in one terminal (Temporal + UI, mail, fake Stripe, worker,
 #                API) with demo accounts; state in ./var (OVERTIME_DATA_DIR)
-#   make test    the full suite, then again on PostgreSQL if one answers on
+#   make test    the full suite, and beside it again on PostgreSQL if one answers on
 #                127.0.0.1:5432 (without the slow process-level suites: reliability,
 #                scale-out and the dev stack, which do not depend on the database)
-#   make lint    ruff
+#   make lint    ruff (lint and format check; make test runs it first)
 #   make bench   every bench/*.py
 #   make clean   caches and build leftovers (keeps .venv and ./var; distclean removes them)
 
@@ -65,9 +65,13 @@ $(VENV_STAMP): pyproject.toml
 run: $(VENV_STAMP)
 	$(VENV_PYTHON) -m devstack.run
 
-test: $(VENV_STAMP) $(BROWSER_DEP)
-	$(MAKE) --no-print-directory test-sqlite
-	$(MAKE) --no-print-directory test-postgres
+# The two passes run side by side: most of a pass is waiting on real timers (short billing
+# periods, retries), so together they take little longer than the longer one alone. Each
+# pass's output is printed whole when it ends (make -O); the PostgreSQL pass writes its
+# screenshots under tests/artifacts so that the two never write the same file.
+test: $(VENV_STAMP) $(BROWSER_DEP) lint
+	@echo "running the SQLite and PostgreSQL passes side by side; each prints when it ends"
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 test-sqlite: $(VENV_STAMP)
 	$(VENV_PYTHON) -m pytest
@@ -75,13 +79,16 @@ test-sqlite: $(VENV_STAMP)
 test-postgres: $(VENV_STAMP)
 	@if reason=$$($(VENV_PYTHON) -c "$$PG_PROBE" '$(PG_TEST_URL)' 2>&1); then \
 		echo "PostgreSQL pass against $(PG_TEST_URL)"; \
-		OVERTIME_TEST_DATABASE_URL='$(PG_TEST_URL)' $(VENV_PYTHON) -m pytest -m "not sqlite_only and not slow" tests/; \
+		OVERTIME_TEST_DATABASE_URL='$(PG_TEST_URL)' \
+		OVERTIME_SCREENSHOT_DIR=tests/artifacts/screenshots-postgres \
+		$(VENV_PYTHON) -m pytest -m "not sqlite_only and not slow" tests/; \
 	else \
 		echo "skipping PostgreSQL pass: $$reason"; \
 	fi
 
 lint: $(VENV_STAMP)
 	$(VENV_PYTHON) -m ruff check .
+	$(VENV_PYTHON) -m ruff format --check .
 
 bench: $(VENV_STAMP)
 	@set -e; found=0; for script in bench/*.py; do \

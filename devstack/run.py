@@ -279,10 +279,15 @@ class Plan:
             Child(
                 "mail",
                 [
-                    python, "-m", "devstack.mail_catcher",
-                    "--host", s.smtp_host,
-                    "--port", str(s.smtp_port),
-                    "--dir", str(s.mail_dir),
+                    python,
+                    "-m",
+                    "devstack.mail_catcher",
+                    "--host",
+                    s.smtp_host,
+                    "--port",
+                    str(s.smtp_port),
+                    "--dir",
+                    str(s.mail_dir),
                 ],
                 lambda: tcp_answers(s.smtp_host, s.smtp_port),
                 ready_timeout=30,
@@ -304,10 +309,17 @@ class Plan:
             Child(
                 "api",
                 [
-                    python, "-m", "uvicorn", "starter.api:app_from_env", "--factory",
-                    "--host", s.http_host,
-                    "--port", str(s.http_port),
-                    "--timeout-graceful-shutdown", "5",
+                    python,
+                    "-m",
+                    "uvicorn",
+                    "starter.api:app_from_env",
+                    "--factory",
+                    "--host",
+                    s.http_host,
+                    "--port",
+                    str(s.http_port),
+                    "--timeout-graceful-shutdown",
+                    "5",
                 ],
                 lambda: http_ok(f"{self.api_url}/healthz"),
                 ready_timeout=90,
@@ -559,24 +571,41 @@ class Stack:
         ui = "disabled (--headless)" if p.headless else p.ui_url
         authorize = shlex.join(
             [
-                "curl", "-s", "-X", "POST", f"{api}/v1/calls/authorize",
-                "-H", f"Authorization: Bearer {s.telephony_token}",
-                "-H", "Content-Type: application/json",
-                "-d", '{"account_id": "demo-starter", "call_id": "call-1"}',
+                "curl",
+                "-s",
+                "-X",
+                "POST",
+                f"{api}/v1/calls/authorize",
+                "-H",
+                f"Authorization: Bearer {s.telephony_token}",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                '{"account_id": "demo-starter", "call_id": "call-1"}',
             ]
         )
         usage = shlex.join(
             [
-                "curl", "-s", "-X", "POST", f"{api}/v1/calls/usage",
-                "-H", f"Authorization: Bearer {s.telephony_token}",
-                "-H", "Content-Type: application/json",
-                "-d", '{"account_id": "demo-starter", "call_id": "call-1", "seconds": 90}',
+                "curl",
+                "-s",
+                "-X",
+                "POST",
+                f"{api}/v1/calls/usage",
+                "-H",
+                f"Authorization: Bearer {s.telephony_token}",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                '{"account_id": "demo-starter", "call_id": "call-1", "seconds": 90}',
             ]
         )
         state = shlex.join(
             [
-                "curl", "-s", f"{api}/v1/accounts/demo-starter/state",
-                "-H", f"Authorization: Bearer {s.admin_token}",
+                "curl",
+                "-s",
+                f"{api}/v1/accounts/demo-starter/state",
+                "-H",
+                f"Authorization: Bearer {s.admin_token}",
             ]
         )
         demos = "\n                   ".join(self.demo_lines) or "not seeded (--no-seed)"
@@ -601,7 +630,7 @@ Try:
   {authorize}
   {usage}
   {state}
-  OVERTIME_API_URL={api} {Path(sys.executable).parent / 'overtime'} state demo-starter
+  OVERTIME_API_URL={api} {Path(sys.executable).parent / "overtime"} state demo-starter
 
 Press Ctrl-C to stop.
 ================================================================================

@@ -16,9 +16,7 @@ from starter import cli
 from tests.conftest import Api, free_port
 
 
-async def run_cli(
-    api: Api, capsys: pytest.CaptureFixture[str], *argv: str
-) -> tuple[int, str, str]:
+async def run_cli(api: Api, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     tokens = [
         "--api", api.base_url,
         "--admin-token", api.settings.admin_token,
@@ -89,8 +87,16 @@ async def test_create_then_state_shows_the_account(
 
 @pytest.mark.parametrize(
     ("text", "cents"),
-    [("50", 5000), ("50.00", 5000), ("49.9", 4990), ("0,01", 1), ("12,34", 1234),
-     (" 20 EUR", 2000), ("7€", 700), ("999999999.99", 99999999999)],
+    [
+        ("50", 5000),
+        ("50.00", 5000),
+        ("49.9", 4990),
+        ("0,01", 1),
+        ("12,34", 1234),
+        (" 20 EUR", 2000),
+        ("7€", 700),
+        ("999999999.99", 99999999999),
+    ],
 )
 def test_parse_eur_is_exact(text: str, cents: int) -> None:
     assert cli.parse_eur(text) == cents

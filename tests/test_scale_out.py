@@ -89,6 +89,7 @@ async def test_a_killed_worker_loses_and_doubles_nothing(
     two_worker_api: tuple[Api, list[subprocess.Popen[bytes]]], settings: Settings
 ) -> None:
     api, workers = two_worker_api
+
     async def healthy() -> bool:
         return (await api.anonymous.get("/healthz")).status_code == 200
 

@@ -8,6 +8,7 @@ must show what the workflows decide. Screenshots of the main pages go to docs/sc
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -30,7 +31,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+# The README shows these; the PostgreSQL pass of `make test` writes its own elsewhere.
+SCREENSHOTS = Path(
+    os.environ.get("OVERTIME_SCREENSHOT_DIR")
+    or Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+)
 PASSWORD = "correct horse battery"
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@overtime.local", "dev-admin-password"
 NBSP = "\u00a0"
