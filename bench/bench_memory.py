@@ -1,14 +1,14 @@
 """Worker memory per active account workflow, and how it grows with the number of accounts.
 
-The worker runs as its own process (``python -m worker``, or ``harness.worker_cache`` for
-another cache size) and its resident set size is read with psutil after each step of
-account creation (each creation starts the account's workflow, whose first task the
+The worker runs as its own process (``python -m worker``, its cache size from
+OVERTIME_WORKER_MAX_CACHED_WORKFLOWS) and its resident set size is read with psutil after
+each step of account creation (each creation starts the account's workflow, whose first task the
 worker runs and keeps in its workflow cache).
 
 Two workers, one after the other:
 * the cache large enough for every account (``max_cached_workflows`` above the largest
   step): the growth per account is the memory of one cached AccountWorkflow;
-* worker.py as shipped, with the SDK default of 1,000 cached workflows: memory stops
+* the worker as shipped (the setting's default, 2,000 cached workflows): memory stops
   growing at the cache size, and every request to an evicted account replays its history.
 """
 
@@ -25,8 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import Stack, StackOptions, header, save, scale, stack, table
 
+from overtime.settings import Settings
+
 STEPS = scale([1000, 2000, 3000], [1000, 10000, 50000])
-DEFAULT_CACHE_STEPS = scale([1000, 2000], [1000, 10000])
+DEFAULT_CACHE = Settings.model_fields["worker_max_cached_workflows"].default
+DEFAULT_CACHE_STEPS = scale([1000, 2000, 3000], [1000, 10000])
 MIB = 2**20
 
 
@@ -90,7 +93,7 @@ async def main() -> None:
             ],
         )
     )
-    print("\n### worker.py as shipped: max_cached_workflows = 1,000 (SDK default)\n")
+    print(f"\n### as shipped: max_cached_workflows = {DEFAULT_CACHE:,} (the setting's default)\n")
     print(
         table(
             ["active accounts", "worker RSS MiB", "KiB per account above idle", "accounts/s"],

@@ -7,8 +7,8 @@ sustained reports per second, the HTTP answer's latency, and the end-to-end lag 
 sending a report to its row in the ledger (sampled: a poller reads the database every
 0.25 s). Baseline: as many trivial workflows, as many signals, same concurrency.
 
-The worker keeps 1,000 workflows in its cache (the SDK default, worker.py does not
-change it): above that, a request for an evicted account replays its history first.
+The worker keeps 2,000 workflows in its cache (OVERTIME_WORKER_MAX_CACHED_WORKFLOWS'
+default): above that, a request for an evicted account replays its history first.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ SIZES = [int(x) for x in os.environ.get("BENCH_USAGE_SIZES", "").split(",") if x
     [1000, 3000], [1000, 10000]
 )
 # Reports per size: one per account, except at 3,000 (half of them, in random order: the
-# worker's cache of 1,000 still misses on most), to keep `make bench` short.
+# worker's cache of 2,000 still misses on a third), to keep `make bench` short.
 REPORTS: dict[int, int] = scale({3000: 1500}, {})
 CONCURRENCY = 64
 LAG_SAMPLES = 300

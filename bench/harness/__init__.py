@@ -342,7 +342,8 @@ class StackOptions:
     stripe: bool = False
     trivial_worker: bool = False
     stripe_requests_per_second: float | None = None
-    worker_cache: int | None = None  # None: worker.py as is (SDK default, 1,000)
+    # None: the setting's default (OVERTIME_WORKER_MAX_CACHED_WORKFLOWS)
+    worker_cache: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -395,6 +396,8 @@ class Stack:
         )
         if self.options.period_seconds:
             env["OVERTIME_PERIOD_SECONDS"] = str(self.options.period_seconds)
+        if self.options.worker_cache is not None:
+            env["OVERTIME_WORKER_MAX_CACHED_WORKFLOWS"] = str(self.options.worker_cache)
         if self.fake_stripe is not None:
             env["OVERTIME_STRIPE_API_BASE"] = self.fake_stripe.api_base
             env["STRIPE_API_KEY"] = self.fake_stripe.secret_key
@@ -514,11 +517,7 @@ class Stack:
         self._proc("temporal", argv).start()
 
     def start_worker(self) -> Proc:
-        if self.options.worker_cache is None:
-            argv = [PYTHON, "-m", "worker"]
-        else:
-            argv = [PYTHON, "-m", "harness.worker_cache", str(self.options.worker_cache)]
-        return self._proc("worker", argv).start()
+        return self._proc("worker", [PYTHON, "-m", "worker"]).start()
 
     async def __aexit__(self, *exc: object) -> None:
         if self.http is not None:
