@@ -125,4 +125,4 @@ distclean: clean
 #   make soak    the long reliability soak (minutes; not part of make test)
 .PHONY: soak
 soak: $(VENV_STAMP)
-	OVERTIME_SOAK=1 $(VENV_PYTHON) -m pytest tests/test_reliability.py -k soak -v --durations=0
+	OVERTIME_SOAK=1 $(VENV_PYTHON) -m pytest tests/test_reliability.py -k soak -v -s --durations=0

@@ -545,8 +545,14 @@ async def invoiced_accounts(rig: Rig, extras: list[int]) -> tuple[list[str], Tra
 
 def stripe_invoices(rig: Rig, account: str) -> list[Any]:
     client = stripe.StripeClient(rig.stripe.secret_key, base_addresses={"api": rig.stripe.api_base})
-    found = client.v1.invoices.search(params={"query": f"metadata['account_id']:'{account}'"})
-    return [client.v1.invoices.retrieve(i.id, params={"expand": ["payments"]}) for i in found.data]
+    found = client.v1.invoices.search(
+        params={"query": f"metadata['account_id']:'{account}'", "limit": 100}
+    )
+    # Every page: an account of the soak has more invoices than one page of 10.
+    return [
+        client.v1.invoices.retrieve(i.id, params={"expand": ["payments"]})
+        for i in found.auto_paging_iter()
+    ]
 
 
 async def assert_one_invoice_one_charge(rig: Rig, account: str, extra: int) -> None:
