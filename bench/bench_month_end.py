@@ -36,7 +36,9 @@ from sqlalchemy import create_engine, text
 from overtime.settings import Settings
 
 ACCOUNTS = scale(300, 2000)
-PERIOD_SECONDS = scale(60, 300)
+# Set-up (a payment method each) goes through the throttled Stripe queue too: at 2,000
+# accounts it takes ~4 min, so the periods must outlast it.
+PERIOD_SECONDS = scale(60, 600)
 RATE = 100.0
 CALLS_PER_ACTIVITY: int = Settings.model_fields["stripe_calls_per_activity"].default
 ACTIVITY_RATE = RATE / CALLS_PER_ACTIVITY

@@ -47,6 +47,12 @@ Gaps measured with stripe 16.1.0 (API 2026-10-28.endive) and how the proxy fills
   for what we use: ``field:'v'``, ``metadata['k']:'v'``, ``~`` substring, ``-``
   negation, numeric ``> < >= <=``, ``null``, joined by ``AND`` or ``OR``. Real search is
   eventually consistent (about a minute); ``search_visibility_delay`` reproduces that.
+* **Speed at benchmark sizes**: localstripe lists a type by scanning its whole store, and a
+  customer search over its full list exports every customer as JSON, so thousands of
+  accounts made set-up quadratic (one core saturated by the fake). The backend indexes its
+  store by type, and customer search filters an index of the fields that change only
+  through ``POST /v1/customers[/{id}]`` (id, created, metadata, email, name), then reads
+  only the page's customers.
 * **SetupIntent confirm with ``mandate_data``** (400 in localstripe): the proxy checks
   it has ``customer_acceptance.type`` and drops it before forwarding. As in Stripe, a
   SetupIntent that succeeds attaches its PaymentMethod to its customer, and detaching a
@@ -135,6 +141,40 @@ from localstripe import resources, server
 
 resources.Store.dump_to_disk = lambda self: None
 resources.Store.try_load_from_disk = lambda self: None
+
+# localstripe lists a type by scanning its whole store (every object of every type) on each
+# request, which makes a benchmark's thousands of accounts quadratic. Index the store by
+# type: the same objects in the same (insertion) order, found without the scan.
+_by_type = {}
+
+def _type_of(key):
+    kind, colon, _ = key.partition(":")
+    return kind if colon else None
+
+def _setitem(self, key, value):
+    dict.__setitem__(self, key, value)
+    if _type_of(key):
+        _by_type.setdefault(_type_of(key), {})[key] = value
+
+def _delitem(self, key):
+    dict.__delitem__(self, key)
+    _by_type.get(_type_of(key), {}).pop(key, None)
+
+def _clear(self):
+    dict.clear(self)
+    _by_type.clear()
+
+def _list_all(cls, url, limit=None, starting_after=None, **kwargs):
+    if kwargs:
+        raise resources.UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+    li = resources.List(url, limit=limit, starting_after=starting_after)
+    li._list = list(_by_type.get(cls.object, {}).values())
+    return li
+
+resources.Store.__setitem__ = _setitem
+resources.Store.__delitem__ = _delitem
+resources.Store.clear = _clear
+resources.StripeObject._api_list_all = classmethod(_list_all)
 
 def _exit_with_parent():
     sys.stdin.buffer.read()  # EOF once the parent has closed the pipe or died
@@ -297,6 +337,9 @@ def _merge_metadata(current: dict[str, str], update: Any) -> dict[str, str]:
 
 
 # --- Stripe search query language (the subset we emulate) ------------------------------
+
+# Customer fields that change only through POST /v1/customers[/{id}] (search's index).
+_INDEXED_CUSTOMER_FIELDS = ("id", "created", "metadata", "email", "name")
 
 _CLAUSE = re.compile(
     r"""\s*(?P<neg>-)?
@@ -545,6 +588,10 @@ class _Emulator:
         self.card_brands: dict[str, str] = {}
         self.intent_overrides: dict[str, Json] = {}
         self.customer_seen_at: dict[str, float] = {}
+        # What customer search filters on, kept from the customers that pass through here
+        # (all of them do): searching then needs no full listing of localstripe's customers,
+        # which costs O(customers) of export and JSON per search.
+        self.customer_index: dict[str, Json] = {}
         self.routes: list[tuple[str, re.Pattern[str], Callable[..., Awaitable[_Reply]]]] = [
             ("GET", re.compile(r"/v1/customers/search"), self.search_customers),
             ("GET", re.compile(r"/v1/invoices/search"), self.search_invoices),
@@ -898,6 +945,13 @@ class _Emulator:
             return reply
         if ctx.method == "POST" and path == "/v1/customers":
             self.customer_seen_at[payload["id"]] = time.monotonic()
+        if re.fullmatch(r"/v1/customers(/cus_\w+)?", path) and payload.get("object") == "customer":
+            if ctx.method == "POST":
+                self.customer_index[payload["id"]] = {
+                    k: payload.get(k) for k in _INDEXED_CUSTOMER_FIELDS
+                }
+        if ctx.method == "DELETE" and re.fullmatch(r"/v1/customers/cus_\w+", path):
+            self.customer_index.pop(path.rsplit("/", 1)[1], None)
         if detaching and detached_from:
             # Stripe stops using a detached method as the customer's default; localstripe
             # keeps pointing at it.
@@ -1005,14 +1059,21 @@ class _Emulator:
         if not params.get("query"):
             raise StripeApiError(400, "Missing required param: query.", param="query")
         horizon = time.monotonic() - self.search_visibility_delay
-        visible = [
-            c
-            for c in await self.all_customers(ctx)
-            if self.customer_seen_at.get(c["id"], 0.0) <= horizon
-        ]
-        return _json_reply(
-            200, _search_page(ctx.path, params, _search_filter(params["query"], visible))
+        _, clauses = _parse_query(params["query"])
+        # Filter the index where it holds every field the query names, then read only the
+        # page's customers, fresh; otherwise list them all.
+        indexed = all(c.field in _INDEXED_CUSTOMER_FIELDS for c in clauses)
+        candidates = (
+            list(self.customer_index.values()) if indexed else await self.all_customers(ctx)
         )
+        visible = [c for c in candidates if self.customer_seen_at.get(c["id"], 0.0) <= horizon]
+        page = _search_page(ctx.path, params, _search_filter(params["query"], visible))
+        if indexed:
+            page["data"] = [
+                await self.backend_json(ctx, "GET", f"/v1/customers/{c['id']}")
+                for c in page["data"]
+            ]
+        return _json_reply(200, page)
 
     # -- invoices ----------------------------------------------------------------------
 
