@@ -73,41 +73,30 @@ async def measure(cache: int | None, steps: list[int]) -> list[dict]:
     return rows
 
 
+def rss_table(rows: list[dict]) -> str:
+    return table(
+        ["active accounts", "worker RSS MiB", "KiB per account above idle", "accounts/s"],
+        [
+            [
+                f"{r['accounts']:,}",
+                r["rss_mib"],
+                r.get("per_account_kib", "-"),
+                r["create_per_second"] or "-",
+            ]
+            for r in rows
+        ],
+    )
+
+
 async def main() -> None:
     header("Worker memory per active account workflow")
     big_cache = max(STEPS) + 1000
     big = await measure(big_cache, STEPS)
     default = await measure(None, DEFAULT_CACHE_STEPS)
     print(f"\n### max_cached_workflows = {big_cache:,} (every account stays cached)\n")
-    print(
-        table(
-            ["active accounts", "worker RSS MiB", "KiB per account above idle", "accounts/s"],
-            [
-                [
-                    f"{r['accounts']:,}",
-                    r["rss_mib"],
-                    r.get("per_account_kib", "-"),
-                    r["create_per_second"] or "-",
-                ]
-                for r in big
-            ],
-        )
-    )
+    print(rss_table(big))
     print(f"\n### as shipped: max_cached_workflows = {DEFAULT_CACHE:,} (the setting's default)\n")
-    print(
-        table(
-            ["active accounts", "worker RSS MiB", "KiB per account above idle", "accounts/s"],
-            [
-                [
-                    f"{r['accounts']:,}",
-                    r["rss_mib"],
-                    r.get("per_account_kib", "-"),
-                    r["create_per_second"] or "-",
-                ]
-                for r in default
-            ],
-        )
-    )
+    print(rss_table(default))
     slope = None
     if len(big) >= 3:
         (a, b) = big[1], big[-1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import socket
 import sys
@@ -170,12 +171,37 @@ def settings(
     fake_stripe: FakeStripe,
 ) -> Settings:
     host, port = temporal_env.client.service_client.config.target_host.split(":")
-    return Settings(
+    return stack_settings(
         data_dir=tmp_path_factory.mktemp("data"),
         database_url=database_url,
         temporal_host=host,
         temporal_port=int(port),
         task_queue=f"overtime-test-{uuid.uuid4().hex[:8]}",
+        mail=mail,
+        webhook_receiver=webhook_receiver,
+        fake_stripe=fake_stripe,
+    )
+
+
+def stack_settings(
+    *,
+    data_dir: Path,
+    database_url: str,
+    temporal_host: str,
+    temporal_port: int,
+    task_queue: str,
+    mail: MailCatcher,
+    webhook_receiver: WebhookReceiver,
+    fake_stripe: FakeStripe,
+) -> Settings:
+    """Settings for a test stack: the test tokens and secrets, hour-long periods, and
+    dunning and reconciliation in seconds instead of days and hours."""
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        temporal_host=temporal_host,
+        temporal_port=temporal_port,
+        task_queue=task_queue,
         admin_token=ADMIN_TOKEN,
         telephony_token=TELEPHONY_TOKEN,
         webhook_secret=WEBHOOK_SECRET,
@@ -187,10 +213,38 @@ def settings(
         stripe_api_key=fake_stripe.secret_key,
         stripe_publishable_key=fake_stripe.publishable_key,
         stripe_webhook_secret=STRIPE_WEBHOOK_SECRET,
-        # Dunning and reconciliation in seconds instead of days and hours.
         dunning_schedule_seconds=[2, 2],
         reconcile_interval_seconds=2,
     )
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment for ``python -m worker`` as a subprocess of a test: its settings,
+    and none of the caller's own OVERTIME_/STRIPE_ variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OVERTIME_", "STRIPE_"))}
+    for name in (
+        "temporal_host",
+        "temporal_port",
+        "task_queue",
+        "smtp_host",
+        "smtp_port",
+        "stripe_api_base",
+        "webhook_secret",
+        "telephony_webhook_url",
+        "payload_key",
+        "payload_key_id",
+        "reconcile_interval_seconds",
+        "stripe_requests_per_second",
+        "data_dir",
+    ):
+        env[f"OVERTIME_{name.upper()}"] = str(getattr(settings, name))
+    env["OVERTIME_DATABASE_URL"] = settings.resolved_database_url()
+    env["OVERTIME_DUNNING_SCHEDULE_SECONDS"] = json.dumps(settings.dunning_schedule_seconds)
+    env["OVERTIME_WORKER_METRICS_PORT"] = "0"
+    env["OVERTIME_LOG_FORMAT"] = "text"
+    env["OVERTIME_LOG_LEVEL"] = "WARNING"
+    env["STRIPE_API_KEY"] = settings.stripe_api_key
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,6 @@ every period.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
@@ -50,17 +49,15 @@ from overtime.models import ClosedPeriod, Invoice, Notification, UsageEntry, Web
 from overtime.settings import Settings
 from overtime.temporal import connect
 from tests.conftest import (
-    ADMIN_TOKEN,
-    STRIPE_WEBHOOK_SECRET,
-    TELEPHONY_TOKEN,
     TEMPORAL_CLI,
-    WEBHOOK_SECRET,
     Api,
     WebhookReceiver,
     eventually,
     free_port,
+    stack_settings,
     start_api,
     stop_api,
+    worker_env,
 )
 from workflows.account import AccountWorkflow
 from workflows.types import workflow_id_for
@@ -142,33 +139,6 @@ class TemporalServer:
         self.proc = None
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OVERTIME_", "STRIPE_"))}
-    for name in (
-        "temporal_host",
-        "temporal_port",
-        "task_queue",
-        "smtp_host",
-        "smtp_port",
-        "stripe_api_base",
-        "webhook_secret",
-        "telephony_webhook_url",
-        "payload_key",
-        "payload_key_id",
-        "reconcile_interval_seconds",
-        "stripe_requests_per_second",
-        "data_dir",
-    ):
-        env[f"OVERTIME_{name.upper()}"] = str(getattr(settings, name))
-    env["OVERTIME_DATABASE_URL"] = settings.resolved_database_url()
-    env["OVERTIME_DUNNING_SCHEDULE_SECONDS"] = json.dumps(settings.dunning_schedule_seconds)
-    env["OVERTIME_WORKER_METRICS_PORT"] = "0"
-    env["OVERTIME_LOG_FORMAT"] = "text"
-    env["OVERTIME_LOG_LEVEL"] = "WARNING"
-    env["STRIPE_API_KEY"] = settings.stripe_api_key
-    return env
-
-
 @dataclass
 class Rig:
     settings: Settings
@@ -222,25 +192,15 @@ def rig_parts(
     temporal = TemporalServer(directory)
     mail = MailCatcher().start()
     fake = FakeStripe().start()
-    settings = Settings(
+    settings = stack_settings(
         data_dir=directory,
         database_url=database_url,
         temporal_host="127.0.0.1",
         temporal_port=temporal.port,
         task_queue=f"reliability-{uuid.uuid4().hex[:8]}",
-        admin_token=ADMIN_TOKEN,
-        telephony_token=TELEPHONY_TOKEN,
-        webhook_secret=WEBHOOK_SECRET,
-        telephony_webhook_url=webhook_receiver.url,
-        smtp_port=mail.port,
-        period_seconds=3600,
-        grant_chunk_seconds=300,
-        stripe_api_base=fake.api_base,
-        stripe_api_key=fake.secret_key,
-        stripe_publishable_key=fake.publishable_key,
-        stripe_webhook_secret=STRIPE_WEBHOOK_SECRET,
-        dunning_schedule_seconds=[2, 2],
-        reconcile_interval_seconds=2,
+        mail=mail,
+        webhook_receiver=webhook_receiver,
+        fake_stripe=fake,
     )
     rig = Rig(settings, temporal, mail, fake, directory)
     try:

@@ -7,8 +7,6 @@ tasks (after Temporal's task timeouts) and nothing is lost or counted twice.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,40 +22,18 @@ from temporalio.client import Client
 from overtime.db import session_scope
 from overtime.models import UsageEntry
 from overtime.settings import Settings
-from tests.conftest import Api, eventually, start_api, stop_api
+from tests.conftest import Api, eventually, start_api, stop_api, worker_env
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def env_for(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OVERTIME_", "STRIPE_"))}
-    for name in (
-        "temporal_host",
-        "temporal_port",
-        "task_queue",
-        "database_url",
-        "smtp_port",
-        "stripe_api_base",
-        "webhook_secret",
-        "telephony_webhook_url",
-        "payload_key",
-        "payload_key_id",
-    ):
-        env[f"OVERTIME_{name.upper()}"] = str(getattr(settings, name))
-    env["OVERTIME_WORKER_METRICS_PORT"] = "0"
-    env["OVERTIME_LOG_FORMAT"] = "text"
-    env["STRIPE_API_KEY"] = settings.stripe_api_key
-    env["OVERTIME_DUNNING_SCHEDULE_SECONDS"] = json.dumps(settings.dunning_schedule_seconds)
-    return env
-
-
 def spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "worker"],
         cwd=ROOT,
-        env=env_for(settings),
+        env=worker_env(settings),
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
