@@ -38,6 +38,8 @@ from harness import (
 from harness.trivial import TASK_QUEUE, TrivialWorkflow
 from sqlalchemy import create_engine, text
 
+from devstack.mail_catcher import CaughtMail
+
 NOTICE_ACCOUNTS = scale(40, 200)
 NOTICE_CONCURRENCY = 8
 BUSY_LEVELS = [1, 5, 10, 25, 50]
@@ -56,6 +58,14 @@ async def burn_included(s: Stack, account: str) -> None:
         await s.usage(account, f"inc-{i}", 300)
 
     await asyncio.gather(*(call(i) for i in range(STARTER_INCLUDED // 300)))
+
+
+def notice_key(message: CaughtMail) -> tuple[str, str]:
+    """(account, notice kind) of an email the worker sent."""
+    return (
+        message.header("X-Overtime-Account") or "",
+        message.header("X-Overtime-Notice") or "",
+    )
 
 
 async def notices(s: Stack, run: str) -> dict:
@@ -83,16 +93,16 @@ async def notices(s: Stack, run: str) -> dict:
     load = await closed_loop(NOTICE_CONCURRENCY, len(accounts), one, max_seconds=600)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        arrived = {(a.account, a.notice) for a in s.smtp.arrivals}
+        arrived = {notice_key(m) for m in s.smtp.messages}
         if all(key in arrived for key in sent):
             break
         await asyncio.sleep(0.2)
     first: dict[tuple[str, str], float] = {}
     copies: dict[tuple[str, str], int] = {}
-    for arrival in s.smtp.arrivals:
-        key = (arrival.account or "", arrival.notice or "")
+    for message in s.smtp.messages:
+        key = notice_key(message)
         copies[key] = copies.get(key, 0) + 1
-        first.setdefault(key, arrival.at)
+        first.setdefault(key, message.received_at)
     by_kind: dict[str, list[float]] = {"limit_warning": [], "limit_reached": []}
     for (account, kind), at in sent.items():
         if (account, kind) in first:

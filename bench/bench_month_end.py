@@ -88,18 +88,19 @@ async def main() -> None:
         s.fake_stripe.clear_request_log()
 
         engine = create_engine(s.database_url)
+        ours = {"p": f"close-{run}-%"}  # this run's accounts, for LIKE :p
 
         def progress() -> tuple[int, int]:
             with engine.connect() as conn:
                 closed = conn.execute(
                     text("SELECT count(*) FROM closed_period WHERE account_id LIKE :p"),
-                    {"p": f"close-{run}-%"},
+                    ours,
                 ).scalar_one()
                 paid = conn.execute(
                     text(
                         "SELECT count(*) FROM invoice WHERE status = 'paid' AND account_id LIKE :p"
                     ),
-                    {"p": f"close-{run}-%"},
+                    ours,
                 ).scalar_one()
             return int(closed), int(paid)
 
@@ -121,11 +122,11 @@ async def main() -> None:
                 text(
                     "SELECT min(created_at), max(created_at) FROM account WHERE account_id LIKE :p"
                 ),
-                {"p": f"close-{run}-%"},
+                ours,
             ).one()
             last_paid = conn.execute(
                 text("SELECT max(updated_at) FROM invoice WHERE account_id LIKE :p"),
-                {"p": f"close-{run}-%"},
+                ours,
             ).scalar_one()
             amounts = conn.execute(
                 text(
@@ -133,7 +134,7 @@ async def main() -> None:
                     "JOIN closed_period c ON c.account_id = i.account_id "
                     "AND c.period_start = i.period_start WHERE i.account_id LIKE :p"
                 ),
-                {"p": f"close-{run}-%"},
+                ours,
             ).one()
         log = s.fake_stripe.request_log
         closed, paid = progress()

@@ -106,6 +106,8 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 from aiohttp import web
 
+from devstack.processes import stop_process
+
 Json = dict[str, Any]
 
 DEFAULT_PUBLISHABLE_KEY = "pk_test_overtime"
@@ -153,8 +155,9 @@ def _type_of(key):
 
 def _setitem(self, key, value):
     dict.__setitem__(self, key, value)
-    if _type_of(key):
-        _by_type.setdefault(_type_of(key), {})[key] = value
+    kind = _type_of(key)
+    if kind:
+        _by_type.setdefault(kind, {})[key] = value
 
 def _delitem(self, key):
     dict.__delitem__(self, key)
@@ -945,11 +948,11 @@ class _Emulator:
             return reply
         if ctx.method == "POST" and path == "/v1/customers":
             self.customer_seen_at[payload["id"]] = time.monotonic()
-        if re.fullmatch(r"/v1/customers(/cus_\w+)?", path) and payload.get("object") == "customer":
-            if ctx.method == "POST":
-                self.customer_index[payload["id"]] = {
-                    k: payload.get(k) for k in _INDEXED_CUSTOMER_FIELDS
-                }
+        customer_path = re.fullmatch(r"/v1/customers(/cus_\w+)?", path)
+        if ctx.method == "POST" and customer_path and payload.get("object") == "customer":
+            self.customer_index[payload["id"]] = {
+                k: payload.get(k) for k in _INDEXED_CUSTOMER_FIELDS
+            }
         if ctx.method == "DELETE" and re.fullmatch(r"/v1/customers/cus_\w+", path):
             self.customer_index.pop(path.rsplit("/", 1)[1], None)
         if detaching and detached_from:
@@ -1938,13 +1941,7 @@ class FakeStripe:
             with contextlib.suppress(OSError):
                 if backend.stdin is not None:
                     backend.stdin.close()  # the bootstrap exits on EOF
-            if backend.poll() is None:
-                backend.terminate()
-            try:
-                backend.wait(5)
-            except subprocess.TimeoutExpired:
-                backend.kill()
-                backend.wait(5)
+            stop_process(backend, 5, kill_timeout=5)
             if backend.stdout is not None:
                 backend.stdout.close()
         if self._backend_log is not None:

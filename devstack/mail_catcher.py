@@ -27,6 +27,7 @@ class CaughtMail:
     rcpt_tos: list[str]
     message: EmailMessage
     path: Path | None
+    received_at: float  # time.time() when the DATA arrived (the benchmarks' notice latency)
 
     @property
     def subject(self) -> str:
@@ -59,6 +60,7 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refuse:
             return "451 4.3.0 mail catcher refusing on purpose (simulated outage)"
+        received_at = time.time()
         raw = envelope.original_content or envelope.content
         assert isinstance(raw, bytes)
         message = email.message_from_bytes(raw, policy=email.policy.default)
@@ -70,7 +72,9 @@ class _Handler:
                 path = self.mail_dir / f"{time.time_ns()}-{len(self.messages):06d}.eml"
                 path.write_bytes(raw)
             self.messages.append(
-                CaughtMail(str(envelope.mail_from), list(envelope.rcpt_tos), message, path)
+                CaughtMail(
+                    str(envelope.mail_from), list(envelope.rcpt_tos), message, path, received_at
+                )
             )
         return "250 Message accepted for delivery"
 

@@ -14,7 +14,6 @@ import asyncio
 import inspect
 import json
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -36,6 +35,7 @@ from devstack.fake_stripe import FakeStripe
 from devstack.mail_catcher import MailCatcher
 from overtime import webhooks
 from overtime.db import engine_for, init_db
+from overtime.observability import free_port
 from overtime.settings import Settings
 from overtime.temporal import with_codec
 from starter.api import create_app
@@ -45,12 +45,6 @@ TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
 ADMIN_TOKEN = "test-admin-token"
 TELEPHONY_TOKEN = "test-telephony-token"
 WEBHOOK_SECRET = "test-webhook-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- database -------------------------------------------------------------------------

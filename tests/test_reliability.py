@@ -44,6 +44,7 @@ from activities.ledger import ledger_totals
 from billing.rules import cost_cents
 from devstack.fake_stripe import FakeStripe
 from devstack.mail_catcher import MailCatcher
+from devstack.processes import loopback_dev_server_argv, stop_process
 from overtime.db import as_utc, session_scope
 from overtime.models import ClosedPeriod, Invoice, Notification, UsageEntry, WebhookDelivery
 from overtime.settings import Settings
@@ -85,26 +86,7 @@ class TemporalServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [
-                str(TEMPORAL_CLI),
-                "server",
-                "start-dev",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--http-port",
-                str(free_port()),
-                "--metrics-port",
-                str(free_port()),
-                "--headless",
-                "--log-level",
-                "error",
-                "--db-filename",
-                str(self.db),
-                "--dynamic-config-value",
-                "frontend.enableUpdateWorkflowExecution=true",
-            ],
+            loopback_dev_server_argv(TEMPORAL_CLI, self.port, self.db),
             stdin=subprocess.DEVNULL,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -127,15 +109,8 @@ class TemporalServer:
                 await asyncio.sleep(0.2)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc, 20)
         self.proc = None
 
 
@@ -172,13 +147,8 @@ class Rig:
         self.worker.wait(10)
 
     def stop_worker(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(20)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
-                self.worker.wait(10)
+        if self.worker is not None:
+            stop_process(self.worker, 20)
 
     def db(self) -> str:
         return self.settings.resolved_database_url()

@@ -21,11 +21,9 @@ import math
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -35,10 +33,12 @@ from typing import Any
 
 import aiohttp
 import psutil
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
+
+from devstack.mail_catcher import MailCatcher
+from devstack.processes import loopback_dev_server_argv, stop_process
+from overtime.observability import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / "bench"
@@ -57,12 +57,6 @@ TEMPORAL_DB_FILE = os.environ.get("BENCH_TEMPORAL_DB", "").lower() == "file"
 
 def scale(small: Any, full: Any) -> Any:
     return full if FULL else small
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- statistics and output ------------------------------------------------------------------
@@ -196,73 +190,6 @@ class Refused(Exception):
     """An HTTP answer the benchmark did not expect (status or body)."""
 
 
-# --- SMTP that records when each message arrived ---------------------------------------------
-
-
-@dataclass
-class Arrival:
-    at: float
-    to: list[str]
-    notice: str | None
-    account: str | None
-    message_id: str | None
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.arrivals: list[Arrival] = []
-        self.lock = threading.Lock()
-        self.refuse = False
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.refuse:
-            return "451 4.3.0 refusing on purpose"
-        at = time.time()
-        raw = envelope.original_content or envelope.content or b""
-        assert isinstance(raw, bytes)
-        headers = _headers(raw)
-        with self.lock:
-            self.arrivals.append(
-                Arrival(
-                    at,
-                    list(envelope.rcpt_tos),
-                    headers.get("x-overtime-notice"),
-                    headers.get("x-overtime-account"),
-                    headers.get("message-id"),
-                )
-            )
-        return "250 accepted"
-
-
-def _headers(raw: bytes) -> dict[str, str]:
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode("utf-8", "replace")
-    found: dict[str, str] = {}
-    for line in head.splitlines():
-        if ":" in line and not line[:1].isspace():
-            name, _, value = line.partition(":")
-            found.setdefault(name.strip().lower(), value.strip())
-    return found
-
-
-class SmtpRecorder:
-    def __init__(self) -> None:
-        self.handler = _Recorder()
-        self.port = free_port()
-        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
-
-    def start(self) -> SmtpRecorder:
-        self._controller.start()
-        return self
-
-    def stop(self) -> None:
-        self._controller.stop()
-
-    @property
-    def arrivals(self) -> list[Arrival]:
-        with self.handler.lock:
-            return list(self.handler.arrivals)
-
-
 # --- processes ------------------------------------------------------------------------------
 
 
@@ -308,15 +235,8 @@ class Proc:
             return 0.0
 
     def stop(self, timeout: float = 15) -> None:
-        if self.popen is None:
-            return
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(10)
+        if self.popen is not None:
+            stop_process(self.popen, timeout)
         self.popen = None
 
     def tail(self, chars: int = 3000) -> str:
@@ -359,7 +279,7 @@ class Stack:
         self.database_url = os.environ.get("BENCH_DATABASE_URL") or (
             f"sqlite:///{self.tmp / 'overtime.db'}"
         )
-        self.smtp = SmtpRecorder()
+        self.smtp = MailCatcher()  # it notes when each message arrived
         self.fake_stripe: Any = None
         self.procs: dict[str, Proc] = {}
         self.client: Client | None = None  # Overtime's encrypting converter
@@ -493,27 +413,9 @@ class Stack:
             raise
 
     def start_temporal(self) -> None:
-        argv = [
-            str(TEMPORAL_CLI),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(self.temporal_port),
-            "--http-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-            "--headless",
-            "--log-level",
-            "error",
-            "--dynamic-config-value",
-            "frontend.enableUpdateWorkflowExecution=true",
-        ]
-        if TEMPORAL_DB_FILE:
-            # SQLite in a file, as `make run` has it: every history write is synced to disk.
-            argv += ["--db-filename", str(self.tmp / "temporal.db")]
+        # SQLite in a file, as `make run` has it: every history write is synced to disk.
+        db_file = self.tmp / "temporal.db" if TEMPORAL_DB_FILE else None
+        argv = loopback_dev_server_argv(TEMPORAL_CLI, self.temporal_port, db_file)
         self._proc("temporal", argv).start()
 
     def start_worker(self) -> Proc:
