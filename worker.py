@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -54,6 +55,8 @@ def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecut
         activities=[
             ledger.record_usage,
             ledger.find_recorded_call,
+            ledger.find_recorded_calls,
+            ledger.settled_call_ids,
             ledger.record_settings_change,
             ledger.close_period,
             notifications.send_notice,
@@ -65,6 +68,10 @@ def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecut
         activity_executor=executor,
         max_concurrent_activities=24,
         max_cached_workflows=settings.worker_max_cached_workflows,
+        # A task waits this long on a dead worker's sticky queue before another worker
+        # takes it (10 s by default): telephony answers come within a second, so an
+        # account whose worker was killed should be served again after seconds.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
     stripe = Worker(
         client,

@@ -5,6 +5,10 @@ that closed in the month: the usage ledger (one row per call), the closed-period
 the workflow wrote, our invoice mirror, and Stripe's invoice. Anything that does not add
 up becomes a line with a ``mismatch`` text; the report is rebuilt from scratch on every
 run, so a retried or repeated close never double counts.
+
+A period belongs to the calendar month in which it ends in its account's own time zone
+(the month of its last instant), not in the report's: a São Paulo account's November
+period ends at 04:00 on 1 December in Berlin and is still a November period.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from sqlmodel import select
 from temporalio import activity
 
 from activities.ledger import ledger_totals
-from billing.rules import month_window, period_containing
-from overtime.db import session_scope
+from billing.rules import month_label, month_window, period_containing
+from overtime.db import as_utc, session_scope
 from overtime.models import (
     Account,
     ClosedPeriod,
@@ -37,6 +41,10 @@ from overtime.settings import Settings
 from overtime.stripe_gateway import StripeGateway
 from workflows.types import CloseRequest, CloseSummary
 
+# Every time zone's month ends within this of the report zone's month end (UTC offsets
+# run from -12 h to +14 h), so it bounds the rows worth reading.
+ZONE_MARGIN = timedelta(days=1)
+LAST_INSTANT = timedelta(microseconds=1)
 FAILED = {"payment_failed"}
 PENDING = {"open", "draft"}
 CSV_FIELDS = (
@@ -62,19 +70,23 @@ class CloseActivities:
 
     @activity.defn
     def unclosed_accounts(self, request: CloseRequest) -> list[str]:
-        """Calendar-month accounts whose period ending in this month has not closed yet."""
-        _, month_end = month_window(request.period, request.timezone)
+        """Calendar-month accounts whose period ending in this month (in their own time
+        zone) has not closed yet."""
+        _, report_end = month_window(request.period, request.timezone)
         pending = []
         with session_scope(self._db) as session:
             accounts = session.exec(
                 select(Account).where(
                     Account.period_seconds.is_(None),  # type: ignore[union-attr]
-                    Account.created_at < month_end,
+                    Account.created_at < report_end + ZONE_MARGIN,
                 )
             ).all()
             for account in accounts:
+                _, month_end = month_window(request.period, account.timezone)
+                if as_utc(account.created_at) >= month_end:
+                    continue  # created after its own month ended: nothing to close
                 start, _ = period_containing(
-                    month_end - timedelta(microseconds=1),  # the month's last instant
+                    month_end - LAST_INSTANT,  # the month's last instant, in its zone
                     timezone=account.timezone,
                     period_seconds=None,
                     anchor=account.created_at,
@@ -91,14 +103,9 @@ class CloseActivities:
 
     @activity.defn
     def build_close_report(self, request: CloseRequest) -> CloseSummary:
-        month_start, month_end = month_window(request.period, request.timezone)
         lines: list[CloseReportLine] = []
         with session_scope(self._db) as session:
-            closed = session.exec(
-                select(ClosedPeriod)
-                .where(ClosedPeriod.period_end > month_start, ClosedPeriod.period_end <= month_end)
-                .order_by(ClosedPeriod.account_id, ClosedPeriod.period_start)  # type: ignore[arg-type]
-            ).all()
+            closed = _periods_of_month(session, request)
             for index, period in enumerate(closed):
                 if index % 50 == 0:
                     activity.heartbeat(index)
@@ -155,10 +162,12 @@ class CloseActivities:
                 Invoice.period_start == period.period_start,
             )
         ).first()
-        if period.extra_used_seconds > 0 and invoice is None:
+        # The workflow invoices a period iff it costs something: a few extra seconds can
+        # round to 0 ct (1 s on the business plan), and such a period has no invoice.
+        if period.extra_cost_cents > 0 and invoice is None:
             problems.append("extra minutes but no invoice")
-        if period.extra_used_seconds == 0 and invoice is not None:
-            problems.append("an invoice for a period without extra minutes")
+        if period.extra_cost_cents == 0 and invoice is not None:
+            problems.append("an invoice for a period without extra cost")
         if invoice is not None:
             if invoice.amount_cents != period.extra_cost_cents:
                 problems.append(
@@ -253,6 +262,27 @@ class CloseActivities:
         return True
 
 
+def _periods_of_month(session, request: CloseRequest) -> list[ClosedPeriod]:  # type: ignore[no-untyped-def]
+    """The closed periods whose last instant falls in the report's month, each in its
+    account's own time zone (the report's zone for a period without an account row)."""
+    month_start, month_end = month_window(request.period, request.timezone)
+    rows = session.exec(
+        select(ClosedPeriod, Account.timezone)
+        .join(Account, Account.account_id == ClosedPeriod.account_id, isouter=True)  # type: ignore[arg-type]
+        .where(
+            ClosedPeriod.period_end > month_start - ZONE_MARGIN,
+            ClosedPeriod.period_end <= month_end + ZONE_MARGIN,
+        )
+        .order_by(ClosedPeriod.account_id, ClosedPeriod.period_start)  # type: ignore[arg-type]
+    ).all()
+    return [
+        period
+        for period, timezone in rows
+        if month_label(as_utc(period.period_end) - LAST_INSTANT, timezone or request.timezone)
+        == request.period
+    ]
+
+
 def report_csv(session, period: str) -> str:  # type: ignore[no-untyped-def]
     rows = session.exec(
         select(CloseReportLine)
@@ -296,4 +326,7 @@ def _summarise(period: str, lines: list[CloseReportLine]) -> CloseSummary:
 
 
 def _euros(cents: int) -> str:
-    return f"{cents // 100},{cents % 100:02d} €"
+    """``-150`` → ``-1,50 €``: the sign apart, since ``//`` and ``%`` floor negatives."""
+    sign = "-" if cents < 0 else ""
+    whole, rest = divmod(abs(cents), 100)
+    return f"{sign}{whole},{rest:02d} €"

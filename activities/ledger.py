@@ -1,25 +1,47 @@
 """Ledger activities: the account workflow's writes to the database.
 
-Each is idempotent, so Temporal may retry it after a crash at any point: usage rows are
-unique per (account, call id), a closed period is unique per (account, period start),
-and a settings change is keyed by (account, time of change).
+Each is idempotent, so Temporal may retry it after a crash at any point, and the
+workflow's outboxes may even run one twice at the same time (an undelivered item is
+carried over a continue-as-new while its first attempt is still running): usage rows are
+unique per (account, call id), a closed period per (account, period start), and a
+settings change per (account, change id). Inserts skip rows that exist instead of failing
+on the unique constraint, so a concurrent duplicate commits nothing twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func
-from sqlmodel import select
+from sqlalchemy import Table, func, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
 from temporalio import activity
 
 from overtime.db import as_utc, session_scope
 from overtime.models import Account, ClosedPeriod, SettingsChange, UsageEntry
 from overtime.observability import SECONDS_BILLED, count_in_activity
-from workflows.types import CallLookup, PeriodClose, SettingsChangeRecord, UsageBatch
+from workflows.types import (
+    CallLookup,
+    CallsLookup,
+    PeriodClose,
+    SettingsChangeRecord,
+    SettledCallsPage,
+    SettledCallsQuery,
+    UsageBatch,
+)
 
 log = logging.getLogger(__name__)
+
+USAGE_TABLE = cast(Table, UsageEntry.__table__)
+HISTORY_TABLE = cast(Table, SettingsChange.__table__)
+ACCOUNT_TABLE = cast(Table, Account.__table__)
+# Threads for the settled-call look-ups only (see find_recorded_calls).
+_LOOKUP_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger-lookup")
 
 
 @dataclass
@@ -29,33 +51,27 @@ class LedgerActivities:
     @activity.defn
     def record_usage(self, batch: UsageBatch) -> int:
         """Insert the batch's ledger rows that are not there yet; returns rows written."""
-        call_ids = [record.call_id for record in batch.records]
-        with session_scope(self.database_url) as session:
-            existing = set(
-                session.exec(
-                    select(UsageEntry.call_id).where(
-                        UsageEntry.account_id == batch.account_id,
-                        UsageEntry.call_id.in_(call_ids),  # type: ignore[attr-defined]
-                    )
-                )
+        rows = [
+            dict(
+                account_id=batch.account_id,
+                call_id=record.call_id,
+                # Rows carried past their period's close keep their own period.
+                period_start=record.period_start or batch.period_start,
+                reported_seconds=record.reported_seconds,
+                granted_seconds=record.granted_seconds,
+                billed_included_seconds=record.billed_included_seconds,
+                billed_extra_seconds=record.billed_extra_seconds,
+                excess_seconds=record.excess_seconds,
+                late=record.late,
+                recorded_at=record.recorded_at,
             )
-            fresh = [r for r in batch.records if r.call_id not in existing]
-            for record in fresh:
-                session.add(
-                    UsageEntry(
-                        account_id=batch.account_id,
-                        call_id=record.call_id,
-                        period_start=batch.period_start,
-                        reported_seconds=record.reported_seconds,
-                        granted_seconds=record.granted_seconds,
-                        billed_included_seconds=record.billed_included_seconds,
-                        billed_extra_seconds=record.billed_extra_seconds,
-                        excess_seconds=record.excess_seconds,
-                        late=record.late,
-                        recorded_at=record.recorded_at,
-                    )
-                )
+            for record in batch.records
+        ]
+        with session_scope(self.database_url) as session:
+            written = insert_new(session, USAGE_TABLE, rows, ("account_id", "call_id"))
             session.commit()
+        # Only rows this execution wrote: a duplicate execution must not count twice.
+        fresh = [record for record, new in zip(batch.records, written, strict=True) if new]
         count_in_activity(
             SECONDS_BILLED, sum(r.billed_included_seconds for r in fresh), kind="included"
         )
@@ -74,34 +90,93 @@ class LedgerActivities:
         return row is not None
 
     @activity.defn
-    def record_settings_change(self, change: SettingsChangeRecord) -> None:
+    async def find_recorded_calls(self, lookup: CallsLookup) -> list[str]:
+        """The call ids of ``lookup`` that the ledger holds.
+
+        It stands in front of telephony answers (a local activity with a sub-second
+        timeout), so it runs on threads of its own: a backlog of slow SMTP or Stripe
+        activities in the worker's activity executor can never delay it.
+        """
+        return await asyncio.get_running_loop().run_in_executor(
+            _LOOKUP_THREADS, self._recorded, lookup
+        )
+
+    def _recorded(self, lookup: CallsLookup) -> list[str]:
         with session_scope(self.database_url) as session:
-            account = session.get(Account, change.account_id)
-            already = session.exec(
-                select(SettingsChange.id).where(
-                    SettingsChange.account_id == change.account_id,
-                    SettingsChange.changed_at == change.changed_at,
-                )
-            ).first()
-            if already is None:
-                session.add(
-                    SettingsChange(
-                        account_id=change.account_id,
-                        actor=change.actor,
-                        changed_at=change.changed_at,
-                        old_enabled=change.old.enabled,
-                        old_limit_cents=change.old.limit_cents,
-                        old_limit_minutes=change.old.limit_minutes,
-                        new_enabled=change.new.enabled,
-                        new_limit_cents=change.new.limit_cents,
-                        new_limit_minutes=change.new.limit_minutes,
+            return list(
+                session.exec(
+                    select(UsageEntry.call_id).where(
+                        UsageEntry.account_id == lookup.account_id,
+                        UsageEntry.call_id.in_(lookup.call_ids),  # type: ignore[attr-defined]
                     )
                 )
-            if account is not None:
-                account.extra_enabled = change.new.enabled
-                account.limit_cents = change.new.limit_cents
-                account.limit_minutes = change.new.limit_minutes
-                session.add(account)
+            )
+
+    @activity.defn
+    def settled_call_ids(self, query: SettledCallsQuery) -> SettledCallsPage:
+        """One page of the call ids the ledger holds for an account, in row order."""
+        with session_scope(self.database_url) as session:
+            rows = session.exec(
+                select(UsageEntry.id, UsageEntry.call_id)
+                .where(UsageEntry.account_id == query.account_id, UsageEntry.id > query.after_id)  # type: ignore[operator]
+                .order_by(UsageEntry.id)  # type: ignore[arg-type]
+                .limit(query.limit + 1)
+            ).all()
+        page = rows[: query.limit]
+        return SettledCallsPage(
+            call_ids=[call_id for _, call_id in page],
+            last_id=page[-1][0] if page else query.after_id,
+            more=len(rows) > query.limit,
+        )
+
+    @activity.defn
+    def record_settings_change(self, change: SettingsChangeRecord) -> None:
+        """One history row per change, and the account row mirror at the newest version."""
+        history = dict(
+            account_id=change.account_id,
+            change_id=change.change_id,
+            actor=change.actor,
+            changed_at=change.changed_at,
+            old_enabled=change.old.enabled,
+            old_limit_cents=change.old.limit_cents,
+            old_limit_minutes=change.old.limit_minutes,
+            new_enabled=change.new.enabled,
+            new_limit_cents=change.new.limit_cents,
+            new_limit_minutes=change.new.limit_minutes,
+        )
+        mirror = dict(
+            extra_enabled=change.new.enabled,
+            limit_cents=change.new.limit_cents,
+            limit_minutes=change.new.limit_minutes,
+        )
+        if change.change_id is None:
+            # The older workflow's records have no id. The activity's own id is unique per
+            # change and stable across its retries (two changes in one workflow task share
+            # a timestamp, so the time of change cannot tell them apart).
+            info = activity.info()
+            history["change_id"] = f"v2:{info.workflow_run_id}:{info.activity_id}"
+        with session_scope(self.database_url) as session:
+            insert_new(session, HISTORY_TABLE, [history], ("account_id", "change_id"))
+            account = ACCOUNT_TABLE.c
+            if change.version > 0:
+                # One conditional UPDATE, so even concurrent executions of an older and a
+                # newer change leave the row at the newer one: what the workflow enforces.
+                session.connection().execute(
+                    update(ACCOUNT_TABLE)
+                    .where(
+                        account.account_id == change.account_id,
+                        account.settings_version < change.version,
+                    )
+                    .values(**mirror, settings_version=change.version)
+                )
+            else:
+                # Records from the workflow version without settings versions: as before,
+                # the last write wins.
+                session.connection().execute(
+                    update(ACCOUNT_TABLE)
+                    .where(account.account_id == change.account_id)
+                    .values(**mirror)
+                )
             session.commit()
 
     @activity.defn
@@ -132,7 +207,10 @@ class LedgerActivities:
                         closed_at=activity.info().current_attempt_scheduled_time,
                     )
                 )
-                session.commit()
+                try:
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()  # a concurrent execution wrote it: the same totals
             included, extra, calls = ledger_totals(session, close.account_id, close.period_start)
         if (included, extra, calls) != (
             close.included_used_seconds,
@@ -160,3 +238,29 @@ def ledger_totals(session, account_id: str, period_start) -> tuple[int, int, int
         ).where(UsageEntry.account_id == account_id, UsageEntry.period_start == period_start)
     ).one()
     return int(row[0]), int(row[1]), int(row[2])
+
+
+def insert_new(
+    session: Session, table: Table, rows: list[dict[str, Any]], unique: tuple[str, ...]
+) -> list[bool]:
+    """Insert the rows whose ``unique`` key is not taken yet; True for each one written.
+
+    SQLite and PostgreSQL skip a taken key in the statement itself (ON CONFLICT DO
+    NOTHING), which also holds against a concurrent transaction inserting the same key;
+    other databases get a savepoint per row.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert_for = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        statement = insert_for(table).on_conflict_do_nothing(index_elements=list(unique))
+        connection = session.connection()
+        return [connection.execute(statement, row).rowcount == 1 for row in rows]
+    written = []
+    for row in rows:
+        try:
+            with session.begin_nested():
+                session.connection().execute(insert(table), row)
+            written.append(True)
+        except IntegrityError:
+            written.append(False)
+    return written

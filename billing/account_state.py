@@ -33,6 +33,7 @@ from billing.rules import (
     limit_as_cents,
     period_key,
 )
+from billing.settled import SettledFilter
 
 WARNING_PERCENT = 90
 
@@ -50,16 +51,67 @@ REASON_INCLUDED = "included_minutes_exhausted"
 REASON_PAYMENT = "payment_overdue"
 
 
+# Authorisation answers that record nothing; the API answers them with 503.
+REASON_CALL_ENDED = "call_ended"  # the call is settled: it is never granted again
+REASON_EXPIRED = "expired"  # the API gave up on this request before it was processed
+REASON_UNAVAILABLE = "unavailable"  # the ledger could not be asked in time
+
+# Why extra minutes were switched off (the extra_minutes_disabled email says which).
+DISABLED_BY_CUSTOMER = "switched_off"
+DISABLED_NO_PAYMENT_METHOD = "payment_method_removed"
+
+# How long settled call ids and abandoned request ids are remembered exactly. Re-asks
+# racing a report and retried reports arrive within minutes; older ids are still found
+# through the settled-call filter and the ledger.
+RECENT_SECONDS = 3600
+# Settings change ids remembered, so an Update retried after its answer was lost (even
+# into the next run) applies once.
+RECENT_CHANGES = 64
+
+
+@dataclass
+class RequestGrant:
+    seconds: int
+    # The deadline (the API's clock) of the latest attempt of this request that was
+    # answered: an abandon of an older attempt must not take the grant back.
+    answered_deadline: datetime | None = None
+
+
+@dataclass
+class AbandonedRequest:
+    """A telephony request the API answered 503: it stopped waiting at ``deadline``."""
+
+    call_id: str
+    request_id: str
+    deadline: datetime | None = None
+
+
 @dataclass
 class Reservation:
-    """Seconds granted to a call that has not reported yet."""
+    """Seconds granted to a call that has not reported yet.
+
+    ``granted_seconds`` is everything the call was ever granted; the part that lapsed
+    (``lapsed_seconds``) holds no room any more and is billable later only from room
+    that is still free.
+    """
 
     call_id: str
     granted_seconds: int
     first_granted_at: datetime
+    # Runs out + the grace period: until then the grant holds its room.
     expires_at: datetime
     # Authorised in an earlier period and still running when that period closed.
     carried: bool = False
+    # When the granted seconds run out if the call talks without pause.
+    runs_out_at: datetime | None = None
+    lapsed_seconds: int = 0
+    # Request id -> what it granted: a retried request gets its grant again, and an
+    # abandoned one gives exactly its own grant back.
+    request_grants: dict[str, RequestGrant] = field(default_factory=dict)
+
+    def live_seconds(self, now: datetime) -> int:
+        """Seconds this grant still holds room for (none once it lapsed)."""
+        return self.granted_seconds - self.lapsed_seconds if self.expires_at > now else 0
 
 
 @dataclass
@@ -74,6 +126,8 @@ class UsageRecord:
     excess_seconds: int  # reported but not billed (beyond grant or limit); flagged
     late: bool  # authorised in an earlier, already closed period
     recorded_at: datetime
+    # The period the call is billed in (rows can be written after it closed).
+    period_start: datetime | None = None
 
 
 @dataclass
@@ -89,6 +143,11 @@ class Notice:
     # Invoice notices: the Stripe link, and whether the dunning run has ended.
     link: str | None = None
     final: bool = False
+    # The period the notice belongs to (it may be delivered after that period closed).
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    # extra_minutes_disabled: DISABLED_BY_CUSTOMER or DISABLED_NO_PAYMENT_METHOD.
+    cause: str | None = None
 
 
 @dataclass
@@ -99,6 +158,37 @@ class ServiceEvent:
     reason: str | None
     event_id: str
     created_at: datetime
+    period_start: datetime | None = None
+
+
+@dataclass
+class SettingsChangeEntry:
+    """A settings change for the history table and the account row (written later)."""
+
+    change_id: str
+    actor: str
+    old: ExtraMinutesSettings
+    new: ExtraMinutesSettings
+    changed_at: datetime
+    version: int
+
+
+@dataclass
+class PeriodClose:
+    """A closed period's totals, for the ``closed_period`` row (written later)."""
+
+    account_id: str
+    period_start: datetime
+    period_end: datetime
+    plan: str
+    included_used_seconds: int
+    extra_used_seconds: int
+    extra_cost_cents: int
+    excess_seconds: int
+    calls_recorded: int
+    extra_minute_price_cents: int
+    limit_cents: int | None
+    stopped_at_limit: bool
 
 
 @dataclass
@@ -117,7 +207,12 @@ class Settlement:
 
 @dataclass
 class PeriodState:
-    """Everything the workflow carries from one run to the next (continue-as-new)."""
+    """Everything the workflow carries from one run to the next (continue-as-new).
+
+    Outboxes (notices, service events, ledger rows, settings history, closed periods)
+    are carried too: what was not delivered when a run hands over is delivered by the
+    next one, so no receiver being down ever holds up a call, a hand-over or a close.
+    """
 
     account_id: str
     plan: PlanTerms
@@ -129,18 +224,29 @@ class PeriodState:
     excess_seconds: int = 0
     calls_recorded: int = 0
     reservations: dict[str, Reservation] = field(default_factory=dict)
-    # Call ids settled in this run whose ledger rows may not be in the database yet;
-    # older ones are looked up in the ledger (see AccountWorkflow).
-    recent_call_ids: dict[str, int] = field(default_factory=dict)
     notices_sent: list[str] = field(default_factory=list)
     accepting_calls: bool = True
     stop_reason: str | None = None
     payment_overdue: bool = False
+    # Invoices (their workflow ids) whose dunning ended unpaid; suspended while any is.
+    overdue_invoices: list[str] = field(default_factory=list)
     payment_method_on_file: bool = False
     events_emitted: int = 0
+    settings_version: int = 0
+    # Every call id ever settled (see billing.settled), and the recent ones exactly.
+    settled: SettledFilter = field(default_factory=SettledFilter)
+    recent_settled: dict[str, datetime] = field(default_factory=dict)
+    recent_change_ids: list[str] = field(default_factory=list)
+    # "<call id> <request id>" -> the deadline (API clock) of the abandoned attempt.
+    abandoned_requests: dict[str, datetime] = field(default_factory=dict)
+    # Appended to service event ids: a workflow re-created after its run was lost starts
+    # counting events from 1 again, and its ids must not collide with delivered ones.
+    event_salt: str = ""
     outbox_notices: list[Notice] = field(default_factory=list)
     outbox_events: list[ServiceEvent] = field(default_factory=list)
     unflushed: list[UsageRecord] = field(default_factory=list)
+    outbox_settings: list[SettingsChangeEntry] = field(default_factory=list)
+    outbox_closes: list[PeriodClose] = field(default_factory=list)
 
     @classmethod
     def open(
@@ -150,9 +256,17 @@ class PeriodState:
         settings: ExtraMinutesSettings,
         period_start: datetime,
         period_end: datetime,
+        *,
+        new_account: bool = False,
     ) -> PeriodState:
-        """A fresh period for a new account, its service status already computed."""
+        """A fresh period, its service status already computed.
+
+        Only a brand-new account has settled nothing yet; a workflow re-created for an
+        existing account (its run was terminated or lost) loads its settled ids from the
+        ledger before its filter counts as complete.
+        """
         state = cls(account_id, plan, settings, period_start, period_end)
+        state.settled = SettledFilter(complete=new_account)
         state._refresh_service(period_start, emit=False)
         return state
 
@@ -161,15 +275,6 @@ class PeriodState:
     @property
     def extra_allowed_seconds(self) -> int:
         return allowed_extra_seconds(self.settings, self.plan) if self.settings.enabled else 0
-
-    @property
-    def billing_cap_seconds(self) -> int:
-        """What extra seconds may be billed at most: the limit, even after disabling.
-
-        Disabling stops new grants, but seconds granted before it stay billable up to the
-        limit that was in force; ``extra_allowed_seconds`` is what new grants may use.
-        """
-        return allowed_extra_seconds(self.settings, self.plan)
 
     @property
     def extra_cost_cents(self) -> int:
@@ -186,51 +291,162 @@ class PeriodState:
         return max(0, self.extra_allowed_seconds - self.extra_used_seconds)
 
     def reserved_seconds(self, now: datetime) -> int:
-        return sum(r.granted_seconds for r in self.reservations.values() if r.expires_at > now)
+        return sum(r.live_seconds(now) for r in self.reservations.values())
 
     def _limit_key(self) -> str:
         return f"{self.extra_allowed_seconds}s"
 
+    # --- settled calls ------------------------------------------------------------------
+
+    def is_settled_here(self, call_id: str) -> bool:
+        """Settled recently (or not yet in the ledger): known without asking the ledger."""
+        return call_id in self.recent_settled
+
+    def needs_ledger_lookup(self, call_id: str) -> bool:
+        """True when only the ledger can say whether ``call_id`` was settled before.
+
+        A running call (it has a reservation) was never settled: a settled call is never
+        granted again. An id the filter has never seen was never settled either. Only
+        the filter's "maybe" (an old id, or a rare false positive) costs a look-up.
+        """
+        if call_id in self.reservations or self.is_settled_here(call_id):
+            return False
+        return self.settled.might_contain(call_id)
+
     # --- telephony ------------------------------------------------------------------
 
     def authorize(
-        self, call_id: str, now: datetime, *, chunk_seconds: int, grace_seconds: int
+        self,
+        call_id: str,
+        now: datetime,
+        *,
+        chunk_seconds: int,
+        grace_seconds: int,
+        request_id: str | None = None,
+        deadline: datetime | None = None,
+        settled_before: bool = False,
     ) -> Authorization:
-        """Grant the call up to ``chunk_seconds`` more, from what is left unreserved."""
+        """Grant the call up to ``chunk_seconds`` more, from what is left unreserved.
+
+        ``settled_before``: the ledger says this call was settled (see
+        :meth:`needs_ledger_lookup`). A settled call is refused ``call_ended`` and holds
+        no room; a request already answered (same ``request_id``) gets the same grant.
+        A request the API gave up on (:meth:`abandon`) grants nothing if it is processed
+        afterwards; a new attempt with the same id (its ``deadline`` lies after the
+        give-up) is answered afresh.
+        """
+        reservation = self.reservations.get(call_id)
+        if request_id is not None:
+            key = f"{call_id} {request_id}"
+            abandoned_at = self.abandoned_requests.get(key)
+            if abandoned_at is not None:
+                if deadline is None or deadline <= abandoned_at:
+                    return Authorization(allowed=False, reason=REASON_EXPIRED)
+                del self.abandoned_requests[key]  # a newer attempt than the abandoned one
+            if reservation is not None and request_id in reservation.request_grants:
+                answered = reservation.request_grants[request_id]
+                if deadline is not None and (
+                    answered.answered_deadline is None or deadline > answered.answered_deadline
+                ):
+                    answered.answered_deadline = deadline
+                return Authorization(allowed=True, granted_seconds=answered.seconds)
+        if settled_before or self.is_settled_here(call_id):
+            return Authorization(allowed=False, reason=REASON_CALL_ENDED)
         room = self.included_left + self.extra_grantable - self.reserved_seconds(now)
         if not self.accepting_calls or room <= 0:
             reason = self.stop_reason or self._refusal_reason()
             self._note_refusal(reason, now)
             return Authorization(allowed=False, reason=reason)
         grant = min(chunk_seconds, room)
-        reservation = self.reservations.get(call_id)
-        if reservation is None or reservation.expires_at <= now:
+        if reservation is None:
             reservation = Reservation(
                 call_id=call_id,
-                granted_seconds=0 if reservation is None else reservation.granted_seconds,
-                first_granted_at=now if reservation is None else reservation.first_granted_at,
+                granted_seconds=0,
+                first_granted_at=now,
                 expires_at=now,
-                carried=False if reservation is None else reservation.carried,
+                runs_out_at=now,
             )
             self.reservations[call_id] = reservation
-        reservation.granted_seconds += grant
-        reservation.expires_at = max(reservation.expires_at, now) + timedelta(
-            seconds=grant + grace_seconds
+        elif reservation.expires_at <= now:
+            # It lapsed: what it had no longer holds room; it asks again from now.
+            reservation.lapsed_seconds = reservation.granted_seconds
+        runs_out = reservation.runs_out_at or reservation.expires_at - timedelta(
+            seconds=grace_seconds
         )
+        reservation.runs_out_at = max(runs_out, now) + timedelta(seconds=grant)
+        # The grace period counts once, from when the grant runs out: however often the
+        # call re-asks, a call that went silent lapses exactly that long afterwards.
+        reservation.expires_at = reservation.runs_out_at + timedelta(seconds=grace_seconds)
+        reservation.granted_seconds += grant
+        if request_id is not None:
+            reservation.request_grants[request_id] = RequestGrant(grant, deadline)
         return Authorization(allowed=True, granted_seconds=grant)
 
-    def is_known_call(self, call_id: str) -> bool:
-        return call_id in self.reservations or call_id in self.recent_call_ids
+    def abandon(
+        self, requests: list[AbandonedRequest], now: datetime, *, grace_seconds: int
+    ) -> None:
+        """The API gave up on these requests: take back the grants they made.
 
-    def settle(self, call_id: str, seconds: int, now: datetime) -> Settlement:
-        """Record a finished call: bill up to its grant, return the rest of the grant."""
-        if call_id in self.recent_call_ids:
+        Deadlines are compared with deadlines only (both the API's clock): a grant that a
+        later attempt of the same request got as its answer is not taken back.
+        """
+        for abandoned in requests:
+            key = f"{abandoned.call_id} {abandoned.request_id}"
+            at = abandoned.deadline or now
+            self.abandoned_requests[key] = max(at, self.abandoned_requests.get(key, at))
+            reservation = self.reservations.get(abandoned.call_id)
+            if reservation is None:
+                continue
+            answered = reservation.request_grants.get(abandoned.request_id)
+            if answered is None or (
+                abandoned.deadline is not None
+                and answered.answered_deadline is not None
+                and answered.answered_deadline > abandoned.deadline
+            ):
+                continue
+            del reservation.request_grants[abandoned.request_id]
+            self._take_back(abandoned.call_id, reservation, answered.seconds, grace_seconds)
+        self._forget_old(now)
+
+    def _take_back(
+        self, call_id: str, reservation: Reservation, grant: int, grace_seconds: int
+    ) -> None:
+        reservation.granted_seconds -= grant
+        reservation.lapsed_seconds = min(reservation.lapsed_seconds, reservation.granted_seconds)
+        if reservation.granted_seconds <= 0:
+            del self.reservations[call_id]
+            return
+        assert reservation.runs_out_at is not None  # set by every grant since v3
+        reservation.runs_out_at -= timedelta(seconds=grant)
+        reservation.expires_at = reservation.runs_out_at + timedelta(seconds=grace_seconds)
+
+    def settle(
+        self, call_id: str, seconds: int, now: datetime, *, settled_before: bool = False
+    ) -> Settlement:
+        """Record a finished call: bill up to its grant, return the rest of the grant.
+
+        Seconds of a grant that lapsed are billed only from room that is still free, so
+        a call that went silent can never take what was since granted to another call;
+        what cannot be billed is flagged as excess on this call.
+        """
+        if settled_before or self.is_settled_here(call_id):
             return Settlement(recorded=True, duplicate=True)
         reservation = self.reservations.pop(call_id, None)
         granted = reservation.granted_seconds if reservation else 0
-        billable = min(seconds, granted)
+        live = reservation.live_seconds(now) if reservation else 0
+        from_live = min(seconds, live)
+        # Free room for the lapsed part: what no running call holds, after this call's
+        # live part (the settings now in force decide what extra room there is).
+        free = self.included_left + self.extra_grantable - self.reserved_seconds(now) - from_live
+        from_lapsed = min(seconds - from_live, granted - live, max(0, free))
+        billable = from_live + from_lapsed
+        # Included seconds first. The rest is extra, and within a limit by construction:
+        # the live part was reserved under the limit in force when it was granted (which
+        # is what keeps grants made before switching off or lowering the limit billable),
+        # the lapsed part only comes from room free now. No cap per grant: included
+        # seconds are pooled, so another call may have used the ones this grant counted on.
         included = min(billable, self.included_left)
-        extra = min(billable - included, max(0, self.billing_cap_seconds - self.extra_used_seconds))
+        extra = billable - included
         record = UsageRecord(
             call_id=call_id,
             reported_seconds=seconds,
@@ -240,33 +456,77 @@ class PeriodState:
             excess_seconds=seconds - included - extra,
             late=bool(reservation and reservation.carried),
             recorded_at=now,
+            period_start=self.period_start,
         )
         self.included_used_seconds += included
         self.extra_used_seconds += extra
         self.excess_seconds += record.excess_seconds
         self.calls_recorded += 1
-        self.recent_call_ids[call_id] = seconds
+        self.recent_settled[call_id] = now
+        self.settled.add(call_id)
         self.unflushed.append(record)
+        self._forget_old(now)
         self._after_usage_change(now)
         return Settlement(recorded=True, duplicate=False, record=record)
 
+    def _forget_old(self, now: datetime) -> None:
+        """Drop exact memories older than RECENT_SECONDS (oldest first: dicts keep order),
+        except settled calls whose ledger row is not written yet: only we know them."""
+        horizon = now - timedelta(seconds=RECENT_SECONDS)
+        for memory in (self.recent_settled, self.abandoned_requests):
+            if memory and next(iter(memory.values())) < horizon:
+                keep = {r.call_id for r in self.unflushed} if memory is self.recent_settled else ()
+                for key in [k for k, at in memory.items() if at < horizon and k not in keep]:
+                    del memory[key]
+
     # --- settings and payment -----------------------------------------------------------
 
-    def change_settings(self, settings: ExtraMinutesSettings, now: datetime) -> None:
-        """Apply a validated settings change; the new limit takes effect at once."""
+    def already_applied(self, change_id: str | None) -> bool:
+        return change_id is not None and change_id in self.recent_change_ids
+
+    def change_settings(
+        self,
+        settings: ExtraMinutesSettings,
+        now: datetime,
+        *,
+        actor: str = "system",
+        change_id: str | None = None,
+        cause: str = DISABLED_BY_CUSTOMER,
+    ) -> None:
+        """Apply a validated settings change; the new limit takes effect at once.
+
+        Every change becomes one settings-history entry (``outbox_settings``). Switching
+        extra minutes off confirms it by email; it never suggests switching them on.
+        """
+        old = self.settings
         self.settings = settings
+        self.settings_version += 1
+        change_id = change_id or f"{self.account_id}:settings:{self.settings_version}"
+        self.recent_change_ids = [*self.recent_change_ids, change_id][-RECENT_CHANGES:]
+        self.outbox_settings.append(
+            SettingsChangeEntry(change_id, actor, old, settings, now, self.settings_version)
+        )
         if settings.enabled and self.extra_allowed_seconds > 0:
             # "Re-arm the 90 % warning when usage is below it": under the new limit the
             # warning may fire again, unless usage already stands at or above 90 %.
             if self._at_or_above_warning():
                 self._mark_sent(LIMIT_WARNING)
+        if old.enabled and not settings.enabled:
+            suggestion = self._notice_key(INCLUDED_EXHAUSTED, "period")
+            if suggestion not in self.notices_sent:
+                self.notices_sent.append(suggestion)
+            self._notice(EXTRA_DISABLED, f"v{self.settings_version}", now, cause=cause)
         self._after_usage_change(now)
 
-    def set_payment_overdue(self, overdue: bool, now: datetime) -> None:
-        self.payment_overdue = overdue
+    def set_invoice_overdue(self, invoice_key: str, overdue: bool, now: datetime) -> None:
+        keys = [k for k in self.overdue_invoices if k != invoice_key]
+        self.overdue_invoices = [*keys, invoice_key] if overdue else keys
+        self.payment_overdue = bool(self.overdue_invoices)
         self._refresh_service(now)
 
-    def set_payment_method(self, on_file: bool, now: datetime) -> bool:
+    def set_payment_method(
+        self, on_file: bool, now: datetime, *, actor: str = "system", change_id: str | None = None
+    ) -> bool:
         """Record whether a payment method is on file; True when this disabled extras.
 
         Without a payment method nothing could be charged, so removing the last one
@@ -275,14 +535,36 @@ class PeriodState:
         self.payment_method_on_file = on_file
         if on_file or not self.settings.enabled:
             return False
-        self.change_settings(ExtraMinutesSettings(enabled=False), now)
-        self._notice(EXTRA_DISABLED, f"{self.events_emitted}", now)
+        self.change_settings(
+            ExtraMinutesSettings(enabled=False),
+            now,
+            actor=actor,
+            change_id=change_id,
+            cause=DISABLED_NO_PAYMENT_METHOD,
+        )
         return True
 
     # --- period rollover -----------------------------------------------------------------
 
+    def closing_totals(self) -> PeriodClose:
+        return PeriodClose(
+            account_id=self.account_id,
+            period_start=self.period_start,
+            period_end=self.period_end,
+            plan=self.plan.plan,
+            included_used_seconds=self.included_used_seconds,
+            extra_used_seconds=self.extra_used_seconds,
+            extra_cost_cents=self.extra_cost_cents,
+            excess_seconds=self.excess_seconds,
+            calls_recorded=self.calls_recorded,
+            extra_minute_price_cents=self.plan.extra_minute_price_cents,
+            limit_cents=limit_as_cents(self.settings, self.plan) if self.settings.enabled else None,
+            stopped_at_limit=self.stop_reason == REASON_LIMIT,
+        )
+
     def next_period(self, start: datetime, end: datetime, now: datetime) -> PeriodState:
-        """The state the next period starts with: counters reset, running calls carried."""
+        """The state the next period starts with: counters reset, running calls carried,
+        this period's totals and every undelivered side effect in the outboxes."""
         # Calls still running at the boundary keep their grants (their report is billed
         # in the new period, flagged late). Grants that lapsed during the closing period
         # are remembered one period more, so a late report still finds what it was
@@ -292,22 +574,19 @@ class PeriodState:
             for call_id, r in self.reservations.items()
             if r.expires_at > self.period_start
         }
-        fresh = PeriodState(
-            account_id=self.account_id,
-            plan=self.plan,
-            settings=self.settings,
+        fresh = replace(
+            self,
             period_start=start,
             period_end=end,
+            included_used_seconds=0,
+            extra_used_seconds=0,
+            excess_seconds=0,
+            calls_recorded=0,
             reservations=carried,
-            payment_overdue=self.payment_overdue,
-            payment_method_on_file=self.payment_method_on_file,
-            accepting_calls=self.accepting_calls,
-            stop_reason=self.stop_reason,
-            events_emitted=self.events_emitted,
+            notices_sent=[],
+            outbox_closes=[*self.outbox_closes, self.closing_totals()],
         )
-        fresh._refresh_service(now, emit=False)
-        if fresh.accepting_calls != self.accepting_calls:
-            fresh._emit_service_event(now)
+        fresh._refresh_service(now)
         return fresh
 
     # --- internals -----------------------------------------------------------------------
@@ -354,7 +633,9 @@ class PeriodState:
 
     def _refresh_service(self, now: datetime, *, emit: bool = True) -> None:
         accepting, reason = self._service_status()
-        changed = accepting != self.accepting_calls or reason != self.stop_reason
+        # One service.stopped per stop and one service.resumed per resume: a stop whose
+        # reason changes (limit reached, then switched off) is still the same stop.
+        changed = accepting != self.accepting_calls
         self.accepting_calls, self.stop_reason = accepting, reason
         if changed and emit:
             self._emit_service_event(now)
@@ -366,8 +647,10 @@ class PeriodState:
             ServiceEvent(
                 event=event,
                 reason=self.stop_reason,
-                event_id=f"{self.account_id}:{period_key(self.period_start)}:{self.events_emitted}",
+                event_id=f"{self.account_id}:{period_key(self.period_start)}:"
+                f"{self.event_salt}{self.events_emitted}",
                 created_at=now,
+                period_start=self.period_start,
             )
         )
 
@@ -379,7 +662,7 @@ class PeriodState:
         if key not in self.notices_sent:
             self.notices_sent.append(key)
 
-    def _notice(self, kind: str, key: str, now: datetime) -> None:
+    def _notice(self, kind: str, key: str, now: datetime, *, cause: str | None = None) -> None:
         full_key = self._notice_key(kind, key)
         if full_key in self.notices_sent:
             return
@@ -394,5 +677,8 @@ class PeriodState:
                 extra_seconds=self.extra_used_seconds,
                 extra_cost_cents=self.extra_cost_cents,
                 created_at=now,
+                period_start=self.period_start,
+                period_end=self.period_end,
+                cause=cause,
             )
         )

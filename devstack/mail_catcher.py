@@ -1,8 +1,12 @@
 """A local SMTP server (aiosmtpd) that keeps every message it receives.
 
 Each message is written as an ``.eml`` file under ``mail_dir`` (when given) and kept in
-memory for tests. ``python -m devstack.mail_catcher --port 2525 --dir var/mail`` runs it
-on its own; the test suite and ``make run`` embed it.
+memory for tests. Tests can make it behave like a difficult relay: refuse every message
+for a while (451, an outage), refuse some recipients for good (550), or not offer
+SMTPUTF8 (``smtputf8=False``: non-ASCII addresses cannot be sent).
+
+``python -m devstack.mail_catcher --port 2525 --dir var/mail`` runs it on its own; the
+test suite and ``make run`` embed it.
 """
 
 from __future__ import annotations
@@ -56,6 +60,15 @@ class _Handler:
     messages: list[CaughtMail] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     refuse: bool = False  # tests: simulate an SMTP outage
+    refused_recipients: set[str] = field(default_factory=set)  # tests: 550 for these
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list
+    ) -> str:
+        if address.lower() in self.refused_recipients:
+            return "550 5.1.1 mailbox unavailable (mail catcher refusing on purpose)"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refuse:
@@ -80,9 +93,21 @@ class _Handler:
 
 
 class MailCatcher:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, mail_dir: Path | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        mail_dir: Path | None = None,
+        *,
+        smtputf8: bool = True,
+    ):
         self._handler = _Handler(mail_dir)
-        self._controller = Controller(self._handler, hostname=host, port=port or _free_port(host))
+        self._controller = Controller(
+            self._handler,
+            hostname=host,
+            port=port or _free_port(host),
+            enable_SMTPUTF8=smtputf8,  # real relays offer it; tests may switch it off
+        )
         self.host = host
 
     @property
@@ -98,6 +123,13 @@ class MailCatcher:
 
     def set_refusing(self, refuse: bool) -> None:
         self._handler.refuse = refuse
+
+    def refuse_recipient(self, address: str, refuse: bool = True) -> None:
+        """Answer RCPT TO for ``address`` with a permanent 550 (or stop doing so)."""
+        if refuse:
+            self._handler.refused_recipients.add(address.lower())
+        else:
+            self._handler.refused_recipients.discard(address.lower())
 
     @property
     def messages(self) -> list[CaughtMail]:

@@ -85,6 +85,44 @@ def _migration_lock(engine: Engine, url: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# SQLite: one lock file per stripe of names (a bounded set of files); two names in one
+# stripe just wait for each other briefly.
+LOCK_STRIPES = 64
+
+
+@contextmanager
+def serialised(url: str, name: str) -> Iterator[None]:
+    """Run the block while no other thread or process runs one for the same ``name``.
+
+    For work that must not run twice at once (one email, however many executions of its
+    activity) and must never stay locked by a worker that died: a PostgreSQL session
+    advisory lock ends with its connection; for SQLite, whose writers share one machine,
+    a file lock ends with its process.
+    """
+    digest = hashlib.sha256(f"{url}\0{name}".encode()).digest()
+    engine = engine_for(url)
+    if engine.dialect.name == "postgresql":
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                connection.commit()
+        return
+    stripe = int.from_bytes(digest[:4], "big") % LOCK_STRIPES
+    url_digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"overtime-lock-{url_digest}-{stripe:02d}.lock"
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     with Session(engine_for(url), expire_on_commit=False) as session:

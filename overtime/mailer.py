@@ -89,7 +89,12 @@ def send(
     message_id: str,
     headers: dict[str, str] | None = None,
 ) -> None:
-    """Send one multipart (text + HTML) message; raises on any SMTP failure."""
+    """Send one multipart (text + HTML) message; raises on any SMTP failure.
+
+    A non-ASCII address (``jürgen@example.de``) goes out with SMTPUTF8 when the relay
+    offers it (``send_message`` asks for it); a relay without it raises
+    :class:`smtplib.SMTPNotSupportedError`, which can never succeed for that address.
+    """
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
@@ -101,5 +106,7 @@ def send(
         message[name] = value
     message.set_content(email.text)
     message.add_alternative(email.html, subtype="html")
-    with smtplib.SMTP(host, port, timeout=15) as smtp:
+    # Below the activity timeout (10 s): a stalled relay fails the attempt, which is then
+    # retried, instead of holding a worker thread past the point Temporal gave up on it.
+    with smtplib.SMTP(host, port, timeout=8) as smtp:
         smtp.send_message(message)

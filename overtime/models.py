@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, DateTime, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Text, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -41,6 +41,17 @@ def utc_column(nullable: bool = False, index: bool = False) -> Column:
     return Column(UTCDateTime(), nullable=nullable, index=index)
 
 
+def big_column() -> Column:
+    """Seconds and cents that are sums, or could grow past 2^31: 64-bit. 2^31 seconds are
+    68 years of talk, a month of some 830 calls around the clock on one account, and the
+    close report adds up every account's periods."""
+    return Column(BigInteger(), nullable=False)
+
+
+def big() -> Any:
+    return Field(sa_column=big_column())
+
+
 class Plan(SQLModel, table=True):
     """A copy of the catalog (config/plans.toml), refreshed at start-up for reporting."""
 
@@ -63,6 +74,9 @@ class Account(SQLModel, table=True):
     extra_enabled: bool = False
     limit_cents: int | None = None
     limit_minutes: int | None = None
+    # The workflow's settings version the mirror above was written from: a delayed or
+    # repeated write of an older change never moves the row back.
+    settings_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # Stripe: the customer is created once; the default payment method is mirrored here.
     stripe_customer_id: str | None = Field(default=None, max_length=64)
     payment_method_id: str | None = Field(default=None, max_length=64)
@@ -74,8 +88,11 @@ class Account(SQLModel, table=True):
 
 class SettingsChange(SQLModel, table=True):
     __tablename__ = "settings_change"
+    __table_args__ = (UniqueConstraint("account_id", "change_id", name="uq_settings_change_once"),)
     id: int | None = Field(default=None, primary_key=True)
     account_id: str = Field(index=True, max_length=128)
+    # One history row per change request; None on rows written before change ids.
+    change_id: str | None = Field(default=None, max_length=128)
     actor: str = Field(max_length=320)
     changed_at: datetime = Field(sa_column=utc_column())
     old_enabled: bool
@@ -102,11 +119,11 @@ class UsageEntry(SQLModel, table=True):
     account_id: str = Field(index=True, max_length=128)
     call_id: str = Field(max_length=128)
     period_start: datetime = Field(sa_column=utc_column(index=True))
-    reported_seconds: int
-    granted_seconds: int
-    billed_included_seconds: int
-    billed_extra_seconds: int
-    excess_seconds: int  # flagged: reported beyond the grant or the limit, not billed
+    reported_seconds: int = big()
+    granted_seconds: int = big()
+    billed_included_seconds: int = big()
+    billed_extra_seconds: int = big()
+    excess_seconds: int = big()  # flagged: reported beyond the grant or the limit, not billed
     late: bool = False  # authorised in an earlier period, billed in this one
     recorded_at: datetime = Field(sa_column=utc_column())
 
@@ -124,7 +141,10 @@ class Notification(SQLModel, table=True):
     to: str = Field(max_length=320)
     subject: str = Field(max_length=256)
     period_start: datetime = Field(sa_column=utc_column())
-    sent_at: datetime = Field(sa_column=utc_column())
+    sent_at: datetime = Field(sa_column=utc_column())  # when sent, or when given up
+    # sent | failed (it can never be delivered: refused for good, or too old to retry).
+    status: str = Field(default="sent", max_length=16, sa_column_kwargs={"server_default": "sent"})
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class WebhookDelivery(SQLModel, table=True):
@@ -134,7 +154,12 @@ class WebhookDelivery(SQLModel, table=True):
     event: str = Field(max_length=64)
     reason: str | None = None
     status_code: int | None = None  # None: no webhook URL configured
-    delivered_at: datetime = Field(sa_column=utc_column())
+    delivered_at: datetime = Field(sa_column=utc_column())  # or when given up
+    # delivered | skipped (no webhook URL) | failed (refused for good, or too old).
+    status: str = Field(
+        default="delivered", max_length=16, sa_column_kwargs={"server_default": "delivered"}
+    )
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class ClosedPeriod(SQLModel, table=True):
@@ -150,11 +175,11 @@ class ClosedPeriod(SQLModel, table=True):
     plan: str = Field(max_length=64)
     period_start: datetime = Field(sa_column=utc_column())
     period_end: datetime = Field(sa_column=utc_column())
-    included_used_seconds: int
-    extra_used_seconds: int
-    extra_cost_cents: int
-    excess_seconds: int
-    calls_recorded: int
+    included_used_seconds: int = big()
+    extra_used_seconds: int = big()
+    extra_cost_cents: int = big()
+    excess_seconds: int = big()
+    calls_recorded: int = big()
     extra_minute_price_cents: int
     limit_cents: int | None = None
     stopped_at_limit: bool = False
@@ -172,9 +197,9 @@ class Invoice(SQLModel, table=True):
     account_id: str = Field(index=True, max_length=128)
     period_start: datetime = Field(sa_column=utc_column())
     period_end: datetime = Field(sa_column=utc_column())
-    extra_seconds: int
+    extra_seconds: int = big()
     unit_price_cents: int
-    amount_cents: int
+    amount_cents: int = big()
     currency: str = Field(default="eur", max_length=3)
     # paid | open (SEPA pending, or awaiting collection) | payment_failed | void | draft
     status: str = Field(default="draft", max_length=32)
@@ -202,11 +227,11 @@ class CloseReport(SQLModel, table=True):
     period: str = Field(primary_key=True, max_length=7)  # "2026-11"
     created_at: datetime = Field(sa_column=utc_column())
     accounts: int
-    extra_seconds: int
-    invoiced_cents: int
-    paid_cents: int
-    failed_cents: int
-    pending_cents: int
+    extra_seconds: int = big()
+    invoiced_cents: int = big()
+    paid_cents: int = big()
+    failed_cents: int = big()
+    pending_cents: int = big()
     accounts_stopped_at_limit: int
     mismatches: int
 
@@ -219,8 +244,8 @@ class CloseReportLine(SQLModel, table=True):
     period: str = Field(index=True, max_length=7)
     account_id: str = Field(max_length=128)
     period_start: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
-    extra_seconds: int = 0
-    amount_cents: int = 0
+    extra_seconds: int = Field(default=0, sa_column=big_column())
+    amount_cents: int = Field(default=0, sa_column=big_column())
     invoice_status: str | None = Field(default=None, max_length=32)
     stripe_invoice_id: str | None = Field(default=None, max_length=64)
     stopped_at_limit: bool = False

@@ -26,6 +26,9 @@ SECONDS_BILLED = "overtime_seconds_billed"
 NOTICES_SENT = "overtime_notices_sent"
 INVOICES = "overtime_invoices"
 WEBHOOK_FAILURES = "overtime_webhook_failures"
+# Deliveries given up for good (recorded as failed, not retried any more).
+NOTICES_FAILED = "overtime_notices_failed"
+SERVICE_EVENTS_FAILED = "overtime_service_events_failed"
 
 _DESCRIPTIONS = {
     AUTHORIZATIONS: "Call authorisations answered, by result and reason",
@@ -33,6 +36,8 @@ _DESCRIPTIONS = {
     NOTICES_SENT: "Customer emails sent, by kind",
     INVOICES: "Invoice state changes seen, by status",
     WEBHOOK_FAILURES: "Webhook deliveries or receipts that failed, by direction",
+    NOTICES_FAILED: "Customer emails given up for good, by kind and reason",
+    SERVICE_EVENTS_FAILED: "Telephony webhook events given up for good, by event and reason",
 }
 
 

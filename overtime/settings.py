@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     mail_from: str = "Overtime <billing@overtime.local>"
     telephony_webhook_url: str | None = None
     webhook_secret: str = "dev-webhook-secret"
+    # A notice or service event still undelivered this long after it was raised is
+    # recorded as failed instead of retried for ever (the admin console shows it).
+    delivery_give_up_seconds: int = Field(default=3 * 86_400, gt=0)
 
     # --- Stripe ---------------------------------------------------------------------------
     # Unset STRIPE_API_KEY: the local fake Stripe server (localstripe behind
@@ -114,7 +117,9 @@ class Settings(BaseSettings):
     finance_email: str = "finance@overtime.local"
     # The close waits this long for every account's period to close before it reports
     # the stragglers as mismatches.
-    close_wait_seconds: int = Field(default=6 * 3600, ge=0)
+    # 16 h: the close starts at 02:00 Berlin, and each account's month ends at midnight in
+    # its own zone, up to 13:00 Berlin for UTC-12 (Los Angeles: 09:00).
+    close_wait_seconds: int = Field(default=16 * 3600, ge=0)
     close_poll_seconds: int = Field(default=300, gt=0)
 
     # --- observability ----------------------------------------------------------------
@@ -131,7 +136,12 @@ class Settings(BaseSettings):
     # this many, coalescing everything else into batches.
     dispatch_max_in_flight: int = Field(default=2, ge=1, le=5)
     dispatch_max_batch: int = Field(default=100, ge=1, le=500)
-    dispatch_deadline_seconds: float = 20.0
+    # Admin and web-app calls (settings, payment method, state) wait this long at most.
+    dispatch_deadline_seconds: float = Field(default=20.0, gt=0)
+    # Every telephony answer (authorize, usage) within this long: when the workflow cannot
+    # answer in time (Temporal or the worker down, the account busy), the API answers
+    # 503 unavailable with Retry-After, and an authorisation records nothing.
+    telephony_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
 
     @model_validator(mode="after")
     def _real_stripe_needs_no_fake(self) -> Settings:

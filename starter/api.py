@@ -46,7 +46,23 @@ from starter.web import install_web
 from workflows.types import AccountSnapshot
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": schemas.ErrorOut} for status in (401, 403, 404, 409, 422, 503)
+    status: {"model": schemas.ErrorOut} for status in (401, 403, 404, 409, 422)
+}
+ERROR_RESPONSES[503] = {
+    "model": schemas.ErrorOut,
+    "description": (
+        "`unavailable`: the account's workflow did not answer in time (Temporal or the "
+        "worker down, the account busy); retry after `Retry-After` seconds. Telephony: an "
+        "authorisation answered 503 recorded nothing; a usage report may or may not have "
+        "been recorded and must be retried until 200 (it is counted once). Retries send "
+        "the same `request_id`."
+    ),
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "schema": {"type": "integer"},
+        }
+    },
 }
 
 
@@ -86,6 +102,7 @@ def create_app(
             max_in_flight=settings.dispatch_max_in_flight,
             max_batch=settings.dispatch_max_batch,
             deadline_seconds=settings.dispatch_deadline_seconds,
+            telephony_timeout_seconds=settings.telephony_timeout_seconds,
         )
         service = AccountService(settings, dispatcher, app.state.meter)
         await run_in_threadpool(service.sync_plans)
@@ -210,6 +227,8 @@ def create_app(
                 to=row.to,
                 sent_at=as_utc(row.sent_at).astimezone(zone).isoformat(),
                 period_start=as_utc(row.period_start).astimezone(zone).isoformat(),
+                status=row.status,
+                error=row.error,
             )
             for row in await service.notifications(account_id)
         ]
@@ -222,7 +241,7 @@ def create_app(
         responses=ERROR_RESPONSES,
     )
     async def authorize(body: schemas.AuthorizeIn, service: Service) -> schemas.AuthorizeOut:
-        result = await service.authorize(body.account_id, body.call_id)
+        result = await service.authorize(body.account_id, body.call_id, body.request_id)
         if result.allowed:
             return schemas.AuthorizeOut(allowed=True, granted_seconds=result.granted_seconds)
         return schemas.AuthorizeOut(allowed=False, reason=result.reason)  # type: ignore[arg-type]
@@ -234,7 +253,9 @@ def create_app(
         responses=ERROR_RESPONSES,
     )
     async def usage(body: schemas.UsageIn, service: Service) -> schemas.UsageOut:
-        result = await service.report_usage(body.account_id, body.call_id, body.seconds)
+        result = await service.report_usage(
+            body.account_id, body.call_id, body.seconds, body.request_id
+        )
         return schemas.UsageOut(recorded=bool(result.recorded), duplicate=bool(result.duplicate))
 
     return app
@@ -258,6 +279,9 @@ def state_out(snapshot: AccountSnapshot, zone: ZoneInfo) -> schemas.StateOut:
         stop_reason=snapshot.stop_reason,
         payment_method_on_file=snapshot.payment_method_on_file,
         payment_overdue=snapshot.payment_overdue,
+        undelivered_notices=snapshot.undelivered_notices,
+        undelivered_events=snapshot.undelivered_events,
+        unwritten_usage=snapshot.unwritten_usage,
     )
 
 
@@ -277,7 +301,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
-        return JSONResponse({"error": err.code, "detail": err.detail}, status_code=err.status)
+        return JSONResponse(
+            {"error": err.code, "detail": err.detail},
+            status_code=err.status,
+            headers=err.headers or None,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:

@@ -372,6 +372,9 @@ STATE_FIELDS = (
     "stop_reason",
     "payment_method_on_file",
     "payment_overdue",
+    "undelivered_notices",
+    "undelivered_events",
+    "unwritten_usage",
 )
 
 
@@ -401,6 +404,17 @@ def render_state(account_id: str, state: dict[str, Any]) -> str:
         rows.append(("payment method", "on file" if state["payment_method_on_file"] else "none"))
     if "payment_overdue" in state:
         rows.append(("payment", "OVERDUE" if state["payment_overdue"] else "ok"))
+    waiting = [
+        f"{state[key]} {what}"
+        for key, what in (
+            ("undelivered_notices", "notices"),
+            ("undelivered_events", "webhooks"),
+            ("unwritten_usage", "ledger rows"),
+        )
+        if state.get(key)
+    ]
+    if waiting:  # a receiver, the mail relay or the database is down
+        rows.append(("pending", ", ".join(waiting)))
     # Fields the API adds later still show up, just without pretty formatting.
     rows += [(k.replace("_", " "), str(v)) for k, v in state.items() if k not in STATE_FIELDS]
     return table(rows)

@@ -8,6 +8,7 @@ workflow about payment outcomes through a signal.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,7 +25,7 @@ from overtime.models import Account, Invoice, StripeEvent
 from overtime.observability import WEBHOOK_FAILURES, count
 from overtime.stripe_gateway import PaymentMethodInfo, StripeGateway, is_retryable
 from starter.dispatcher import DispatchTimeout
-from starter.errors import ApiError
+from starter.errors import ApiError, unavailable
 from starter.services import AccountService
 from workflows.invoice import InvoiceWorkflow
 from workflows.types import PaymentEvent, PaymentMethodChange, invoice_workflow_id
@@ -124,11 +125,11 @@ class PaymentService:
     async def _tell_workflow(self, account_id: str, *, on_file: bool, actor: str) -> None:
         start_input = await self.accounts.load(account_id)
         try:
-            await self.accounts.dispatcher.payment_method(
-                start_input, PaymentMethodChange(on_file=on_file, actor=actor)
-            )
+            # One change id per API call: applied once however often it is retried.
+            change = PaymentMethodChange(on_file=on_file, actor=actor, change_id=str(uuid.uuid4()))
+            await self.accounts.dispatcher.payment_method(start_input, change)
         except DispatchTimeout as err:
-            raise ApiError(503, "busy", str(err)) from err
+            raise unavailable(str(err), err.retry_after) from err
 
     async def _retry_unpaid_invoices(self, account_id: str) -> None:
         """A new payment method: unpaid invoices are charged again at once."""

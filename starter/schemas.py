@@ -58,15 +58,29 @@ class ExtraMinutesOut(BaseModel):
     stop_reason: str | None
 
 
+REQUEST_ID_DESCRIPTION = (
+    "Optional, chosen by the telephony backend: the same value on every retry of this one "
+    "request (after a 503 or a lost answer), so that the retry gets the answer the "
+    "request got, never a second grant. Without it each HTTP request is a new request."
+)
+
+
 class AuthorizeIn(Body):
     account_id: str = Field(pattern=ID_PATTERN)
     call_id: str = Field(pattern=ID_PATTERN)
+    request_id: str | None = Field(
+        default=None, pattern=ID_PATTERN, description=REQUEST_ID_DESCRIPTION
+    )
 
 
 class AuthorizeOut(BaseModel):
     allowed: bool
     granted_seconds: int | None = None
-    reason: Literal["limit_reached", "included_minutes_exhausted", "payment_overdue"] | None = None
+    # call_ended: the call was already reported (settled); it is never granted again.
+    reason: (
+        Literal["limit_reached", "included_minutes_exhausted", "payment_overdue", "call_ended"]
+        | None
+    ) = None
 
 
 class UsageIn(Body):
@@ -74,6 +88,9 @@ class UsageIn(Body):
     call_id: str = Field(pattern=ID_PATTERN)
     # The call's total once it ended; the upper bound is checked against settings.
     seconds: int = Field(ge=0)
+    request_id: str | None = Field(
+        default=None, pattern=ID_PATTERN, description=REQUEST_ID_DESCRIPTION
+    )
 
 
 class UsageOut(BaseModel):
@@ -99,13 +116,20 @@ class StateOut(BaseModel):
     # Beyond the telephony contract (additive): payment status for admins and the web app.
     payment_method_on_file: bool = False
     payment_overdue: bool = False
+    # Side effects not delivered yet: a receiver, the mail relay or the database is down.
+    undelivered_notices: int = 0
+    undelivered_events: int = 0
+    unwritten_usage: int = 0
 
 
 class NotificationOut(BaseModel):
     kind: str
     to: str
-    sent_at: str
+    sent_at: str  # when sent, or when given up (status "failed")
     period_start: str
+    # Additive: "sent", or "failed" (could never be delivered; ``error`` says why).
+    status: str = "sent"
+    error: str | None = None
 
 
 class HealthOut(BaseModel):

@@ -6,17 +6,22 @@ the client are :class:`ApiError` (status, code, detail).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import MetricMeter
+from temporalio.service import RPCError
 
+from billing.account_state import REASON_EXPIRED, REASON_UNAVAILABLE
 from billing.rules import (
     BillingRuleError,
     ExtraMinutesSettings,
@@ -30,7 +35,7 @@ from overtime.models import Account, Notification, Plan
 from overtime.observability import AUTHORIZATIONS, count
 from overtime.settings import Settings
 from starter.dispatcher import AccountDispatcher, DispatchTimeout, WorkflowRejected
-from starter.errors import ApiError
+from starter.errors import ApiError, unavailable
 from workflows.types import (
     AUTHORIZE,
     USAGE,
@@ -50,6 +55,8 @@ log = logging.getLogger(__name__)
 ACCOUNT_CACHE_SECONDS = 30.0
 
 REJECTION_STATUS = {"not_eligible": 409, "payment_method_required": 409, "invalid_limit": 422}
+# Per-item answers that recorded nothing: the API answers them 503 unavailable.
+UNANSWERED = {REASON_EXPIRED, REASON_UNAVAILABLE}
 
 
 @dataclass
@@ -129,7 +136,8 @@ class AccountService:
                     raise ApiError(409, "account_exists", f"account {account_id!r} exists") from err
 
         await run_in_threadpool(insert)
-        await self.dispatcher.ensure_started(self._start_input(account))
+        # The only start that may trust that nothing was settled yet (see new_account).
+        await self.dispatcher.ensure_started(replace(self._start_input(account), new_account=True))
         return account
 
     async def load(self, account_id: str) -> AccountWorkflowInput:
@@ -150,6 +158,14 @@ class AccountService:
         return start_input
 
     def _start_input(self, account: Account) -> AccountWorkflowInput:
+        plan = self.catalog.get(account.plan)
+        if plan is None:  # a plan taken out of config/plans.toml while accounts still use it
+            raise ApiError(
+                409,
+                "unknown_plan",
+                f"account {account.account_id!r} is on plan {account.plan!r}, "
+                "which the plan catalog no longer has",
+            )
         return AccountWorkflowInput(
             profile=AccountProfile(
                 account_id=account.account_id,
@@ -159,20 +175,30 @@ class AccountService:
                 created_at=as_utc(account.created_at),
                 period_seconds=account.period_seconds,
             ),
-            plan=self.catalog[account.plan],
+            plan=plan,
             settings=ExtraMinutesSettings(
                 enabled=account.extra_enabled,
                 limit_cents=account.limit_cents,
                 limit_minutes=account.limit_minutes,
             ),
             config=self.billing_config(),
+            settings_version=account.settings_version,
         )
 
     # --- telephony ----------------------------------------------------------------------
 
-    async def authorize(self, account_id: str, call_id: str) -> TelephonyResult:
-        start_input = await self.load(account_id)
-        result = await self._dispatch(start_input, TelephonyRequest(AUTHORIZE, call_id))
+    async def authorize(
+        self, account_id: str, call_id: str, request_id: str | None = None
+    ) -> TelephonyResult:
+        start_input = await self._load_for_telephony(account_id)
+        try:
+            result = await self._dispatch(
+                start_input, TelephonyRequest(AUTHORIZE, call_id, request_id=request_id)
+            )
+        except ApiError as err:
+            if err.status == 503 and self.meter is not None:
+                count(self.meter, AUTHORIZATIONS, result="unavailable", reason="")
+            raise
         if self.meter is not None:
             count(
                 self.meter,
@@ -187,25 +213,54 @@ class AccountService:
             )
         return result
 
-    async def report_usage(self, account_id: str, call_id: str, seconds: int) -> TelephonyResult:
+    async def report_usage(
+        self, account_id: str, call_id: str, seconds: int, request_id: str | None = None
+    ) -> TelephonyResult:
         if seconds > self.settings.max_call_seconds:
             raise ApiError(
                 422,
                 "invalid_seconds",
                 f"seconds must be at most {self.settings.max_call_seconds} for one call",
             )
-        start_input = await self.load(account_id)
-        return await self._dispatch(start_input, TelephonyRequest(USAGE, call_id, seconds))
+        start_input = await self._load_for_telephony(account_id)
+        return await self._dispatch(
+            start_input, TelephonyRequest(USAGE, call_id, seconds, request_id=request_id)
+        )
+
+    async def _load_for_telephony(self, account_id: str) -> AccountWorkflowInput:
+        """``load`` within the telephony timeout: a database that hangs on a cache miss
+        answers 503 like a workflow that cannot answer."""
+        try:
+            return await asyncio.wait_for(
+                self.load(account_id), self.settings.telephony_timeout_seconds
+            )
+        except TimeoutError as err:
+            raise unavailable(
+                "the account could not be loaded in time", DispatchTimeout.retry_after
+            ) from err
 
     async def _dispatch(
         self, start_input: AccountWorkflowInput, request: TelephonyRequest
     ) -> TelephonyResult:
         try:
-            return await self.dispatcher.telephony(start_input, request)
+            result = await self.dispatcher.telephony(start_input, request)
         except DispatchTimeout as err:
-            raise ApiError(503, "busy", str(err)) from err
+            raise unavailable(str(err), err.retry_after) from err
         except WorkflowRejected as err:
             raise ApiError(422, err.code, err.detail) from err
+        except (RPCError, WorkflowUpdateFailedError) as err:
+            # Anything else Temporal answers: the telephony backend can only try again.
+            log.exception(
+                "telephony request failed", extra={"account_id": start_input.profile.account_id}
+            )
+            raise unavailable(f"Temporal: {err}", DispatchTimeout.retry_after) from err
+        if result.reason in UNANSWERED:
+            # Nothing was recorded (a late authorisation, the ledger slow to answer).
+            raise unavailable(
+                "the account could not answer in time; nothing was recorded",
+                DispatchTimeout.retry_after,
+            )
+        return result
 
     # --- settings and state ---------------------------------------------------------------
 
@@ -218,13 +273,13 @@ class AccountService:
         except BillingRuleError as err:
             raise ApiError(REJECTION_STATUS.get(err.code, 422), err.code, err.detail) from err
         try:
-            snapshot = await self.dispatcher.change_settings(
-                start_input, SettingsChange(settings=wanted, actor=actor)
-            )
+            # One change id per API call: applied once however often it is retried.
+            change = SettingsChange(settings=wanted, actor=actor, change_id=str(uuid.uuid4()))
+            snapshot = await self.dispatcher.change_settings(start_input, change)
         except WorkflowRejected as err:
             raise ApiError(REJECTION_STATUS.get(err.code, 422), err.code, err.detail) from err
         except DispatchTimeout as err:
-            raise ApiError(503, "busy", str(err)) from err
+            raise unavailable(str(err), err.retry_after) from err
         self._cache.pop(account_id, None)
         return snapshot
 
@@ -233,7 +288,7 @@ class AccountService:
         try:
             return await self.dispatcher.snapshot(start_input)
         except DispatchTimeout as err:
-            raise ApiError(503, "busy", str(err)) from err
+            raise unavailable(str(err), err.retry_after) from err
 
     async def notifications(self, account_id: str) -> list[Notification]:
         await self.load(account_id)

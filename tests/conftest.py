@@ -115,6 +115,9 @@ class WebhookReceiver:
     url: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
     rejected: int = 0
+    # Tests: the receiver is down (answers 503) while this is set.
+    down: bool = False
+    deliveries: int = 0  # every delivery attempt accepted, duplicates included
 
     def for_account(self, account_id: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["account_id"] == account_id]
@@ -125,6 +128,8 @@ async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
     receiver = WebhookReceiver()
 
     async def handle(request: web.Request) -> web.Response:
+        if receiver.down:
+            return web.Response(status=503)
         body = await request.read()
         try:
             webhooks.verify_signature(
@@ -134,6 +139,7 @@ async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
             receiver.rejected += 1
             return web.Response(status=400)
         event = await request.json()
+        receiver.deliveries += 1
         if all(e["id"] != event["id"] for e in receiver.events):  # receivers dedupe by id
             receiver.events.append(event)
         return web.Response(status=204)
@@ -209,6 +215,11 @@ def stack_settings(
         stripe_webhook_secret=STRIPE_WEBHOOK_SECRET,
         dunning_schedule_seconds=[2, 2],
         reconcile_interval_seconds=2,
+        # Two test passes share two cores: a first request (the workflow starts) or one
+        # right after a worker restart can take a few seconds here. The 1 s production
+        # default is what tests/test_telephony_deadlines.py checks; the helpers below
+        # retry a 503 as the telephony backend does.
+        telephony_timeout_seconds=5.0,
     )
 
 
@@ -324,20 +335,39 @@ class Api:
         )
         return response
 
-    async def authorize(self, account_id: str, call_id: str) -> dict[str, Any]:
-        response = await self.telephony.post(
-            "/v1/calls/authorize", json={"account_id": account_id, "call_id": call_id}
-        )
+    async def telephony_request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST as the telephony backend does (README, failure policy): a 503 or a broken
+        connection is retried (after Retry-After) with the same request_id, until a 200
+        (or 60 s)."""
+        body = {**body, "request_id": f"req-{uuid.uuid4().hex}"}
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 60
+        while True:
+            try:
+                response = await self.telephony.post(path, json=body)
+            except httpx.TransportError:
+                # A kept-alive connection closed under the request (or the answer was
+                # lost): the same request again, as the failure policy says.
+                if loop.time() > give_up:
+                    raise
+                await asyncio.sleep(0.1)
+                continue
+            if response.status_code != 503 or loop.time() > give_up:
+                break
+            assert response.json()["error"] == "unavailable", response.text
+            await asyncio.sleep(min(float(response.headers.get("Retry-After", 1)), 1.0))
         assert response.status_code == 200, response.text
         return response.json()
 
-    async def usage(self, account_id: str, call_id: str, seconds: int) -> dict[str, Any]:
-        response = await self.telephony.post(
-            "/v1/calls/usage",
-            json={"account_id": account_id, "call_id": call_id, "seconds": seconds},
+    async def authorize(self, account_id: str, call_id: str) -> dict[str, Any]:
+        return await self.telephony_request(
+            "/v1/calls/authorize", {"account_id": account_id, "call_id": call_id}
         )
-        assert response.status_code == 200, response.text
-        return response.json()
+
+    async def usage(self, account_id: str, call_id: str, seconds: int) -> dict[str, Any]:
+        return await self.telephony_request(
+            "/v1/calls/usage", {"account_id": account_id, "call_id": call_id, "seconds": seconds}
+        )
 
     async def state(self, account_id: str) -> dict[str, Any]:
         response = await self.admin.get(f"/v1/accounts/{account_id}/state")

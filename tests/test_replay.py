@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHistory
+from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
@@ -25,12 +25,12 @@ from overtime.temporal import data_converter_for
 from tests.conftest import SHORT_PERIOD_SECONDS, Api, eventually
 from workflows.account import AccountWorkflow
 from workflows.invoice import InvoiceWorkflow
-from workflows.types import workflow_id_for
+from workflows.types import AbandonedRequest, AbandonedRequests, InvoiceOverdue, workflow_id_for
 
 HISTORIES = Path(__file__).parent / "histories"
 # Prefix of histories recorded now; earlier generations keep their names (v1: before
-# invoicing was patched in).
-RECORDING = "v2"
+# invoicing was patched in; v2: before TRUST_PATCH, replayed by workflows/legacy/).
+RECORDING = "v3"
 
 
 def recorded_histories() -> list[Path]:
@@ -51,7 +51,12 @@ def test_histories_are_recorded() -> None:
 
 
 async def test_live_histories_replay(
-    api: Api, short_api: Api, busy_api: Api, temporal_env: WorkflowEnvironment, settings: Settings
+    api: Api,
+    short_api: Api,
+    busy_api: Api,
+    temporal_env: WorkflowEnvironment,
+    temporal_client: Client,
+    settings: Settings,
 ) -> None:
     """Every run of a busy scenario replays: limits, notices, hand-over and close."""
     account = await busy_api.create_account()
@@ -61,6 +66,17 @@ async def test_live_histories_replay(
         await busy_api.call(account, f"extra-{i}", 40)
     await busy_api.enable(account, limit_minutes=5)
     await busy_api.call(account, "after-raise", 60)
+    # v3's own handlers: a re-ask of a settled call, an abandoned grant, an overdue invoice.
+    assert (await busy_api.authorize(account, "after-raise"))["reason"] == "call_ended"
+    handle = temporal_client.get_workflow_handle(workflow_id_for(account))
+    await busy_api.authorize(account, "abandoned")
+    await handle.signal(
+        AccountWorkflow.abandon,
+        AbandonedRequests([AbandonedRequest("abandoned", "no-such-request")]),
+    )
+    await handle.signal(AccountWorkflow.invoice_overdue, InvoiceOverdue("invoice-x", True))
+    await handle.signal(AccountWorkflow.invoice_overdue, InvoiceOverdue("invoice-x", False))
+    await busy_api.usage(account, "abandoned", 10)
 
     short_account = await short_api.create_account()
     assert (await short_api.enable(short_account, limit_minutes=30)).status_code == 200

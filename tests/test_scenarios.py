@@ -192,10 +192,19 @@ async def test_disabling_keeps_usage_billable_and_refuses_calls(
     }
     state = await api.state(account)
     assert (state["extra_seconds"], state["extra_cost_cents"], state["enabled"]) == (100, 65, False)
-    with session_scope(api.settings.resolved_database_url()) as session:
-        changes = list(
-            session.exec(select(SettingsChange).where(SettingsChange.account_id == account))
-        )
+
+    def history() -> list[SettingsChange]:
+        # Written by the settings outbox after the answer, in the order of the changes.
+        with session_scope(api.settings.resolved_database_url()) as session:
+            return list(
+                session.exec(
+                    select(SettingsChange)
+                    .where(SettingsChange.account_id == account)
+                    .order_by(SettingsChange.changed_at, SettingsChange.id)  # type: ignore[arg-type]
+                )
+            )
+
+    changes = await eventually(lambda: (rows := history()) and len(rows) >= 2 and rows)
     assert [(c.old_enabled, c.new_enabled, c.new_limit_cents) for c in changes] == [
         (False, True, 1000),
         (True, False, None),

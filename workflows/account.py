@@ -2,58 +2,76 @@
 
 It holds the period's live usage (a :class:`billing.account_state.PeriodState`), answers
 call authorisations and usage reports through a batched Update, applies settings changes
-through a validated Update, hands notices, webhooks and ledger rows to activities, sleeps
-on a durable timer until the period ends, closes the period, and continues as new.
+through a validated Update, hands notices, webhooks, ledger rows, settings history and
+closed periods to activities, sleeps on a durable timer until the period ends, closes the
+period, and continues as new.
+
+Nothing slow stands between a request and its answer: every side effect goes to an
+outbox in the state, and background loops deliver each outbox through idempotent
+activities. A hand-over (continue-as-new, period close) never waits for them: whatever
+is still undelivered travels in the state to the next run, which delivers it. The only
+I/O an Update may wait for is the rare settled-call look-up (see
+:meth:`PeriodState.needs_ledger_lookup`), cut off well inside the telephony timeout.
 
 Determinism: time comes from ``workflow.now()``, all billing arithmetic from the pure
-``billing`` package (passed through the sandbox), all I/O from activities.
+``billing`` package (passed through the sandbox), all I/O from activities. Runs started
+before this version (no ``TRUST_PATCH`` marker) keep their own code to the end of the
+run: :mod:`workflows.legacy.account_v2`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    # billing.settled too: PeriodState's type hints name its classes, and the sandbox
+    # resolves them only in modules passed through by name.
+    import billing.settled  # noqa: F401
     from activities.ledger import LedgerActivities
     from activities.notifications import NotificationActivities
-    from billing.account_state import PeriodState
+    from billing.account_state import REASON_EXPIRED, REASON_UNAVAILABLE, PeriodState
     from billing.rules import (
         BillingRuleError,
-        ExtraMinutesSettings,
         LimitBounds,
-        limit_as_cents,
         period_containing,
         period_key,
         validate_settings,
     )
     from workflows.invoice import InvoiceWorkflow
+    from workflows.legacy.account_v2 import LegacyAccountRun
     from workflows.types import (
         AUTHORIZE,
         USAGE,
+        AbandonedRequests,
         AccountSnapshot,
         AccountWorkflowInput,
-        CallLookup,
+        CallsLookup,
         InvoiceInput,
+        InvoiceOverdue,
         NoticeDelivery,
         PaymentMethodChange,
-        PeriodClose,
         ServiceEventDelivery,
         SettingsChange,
         SettingsChangeRecord,
+        SettledCallsQuery,
         TelephonyBatch,
+        TelephonyRequest,
         TelephonyResult,
         UsageBatch,
         invoice_workflow_id,
     )
 
 # Activities retry until they succeed: an SMTP or database outage delays a notice or a
-# ledger write, it never drops one. Each activity is idempotent (see activities/).
+# ledger write, it never drops one. Each activity is idempotent (see activities/); one
+# that can never succeed (a recipient refused for good) records the failure and returns.
 RETRY_FOREVER = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -62,11 +80,23 @@ RETRY_FOREVER = RetryPolicy(
 # A database write or an SMTP send takes well under a second; a worker that dies
 # mid-activity hands its work to another after this long.
 ACTIVITY_TIMEOUT = timedelta(seconds=10)
+# The settled-call look-up stands in front of an answer: it gets a fraction of the
+# telephony timeout, and a slow database makes that one answer "unavailable" (503).
+LOOKUP_TIMEOUT = timedelta(milliseconds=600)
+# Clock skew allowed between the API host (which sets a request's deadline) and the
+# Temporal server (whose time workflow.now() is). Abandoned requests are refused by id
+# (AbandonedRequests), the deadline only catches what no signal could report.
+DEADLINE_SLACK = timedelta(seconds=10)
+LEDGER_BATCH = 500
 
 # Rejection types the API understands (see starter/dispatcher.py).
 RETRY_LATER = "retry_later"
 PAYMENT_METHOD_REQUIRED = "payment_method_required"
 INVOICING_PATCH = "stripe-invoicing"
+# Settled calls are final, side effects never block, grants lapse once (v3).
+TRUST_PATCH = "trust-v3"
+# The overdue invoice of a v2 InvoiceWorkflow, whose signal names none.
+LEGACY_INVOICE = "unnamed-invoice"
 
 
 @workflow.defn
@@ -74,6 +104,10 @@ class AccountWorkflow:
     @workflow.init
     def __init__(self, input: AccountWorkflowInput) -> None:
         self._input = input
+        self._legacy: LegacyAccountRun | None = None
+        if not workflow.patched(TRUST_PATCH):
+            self._legacy = LegacyAccountRun(input)
+            return
         if input.state is not None:
             self._state = input.state
         else:
@@ -84,35 +118,54 @@ class AccountWorkflow:
                 anchor=input.profile.created_at,
             )
             self._state = PeriodState.open(
-                input.profile.account_id, input.plan, input.settings, start, end
+                input.profile.account_id,
+                input.plan,
+                input.settings,
+                start,
+                end,
+                new_account=input.new_account,
             )
+            self._state.settings_version = input.settings_version
+            self._state.event_salt = f"{str(workflow.uuid4())[:8]}-"
+        if self._state.payment_overdue and not self._state.overdue_invoices:
+            # Suspended by an invoice under v2, which did not name it: stays suspended until
+            # that invoice's workflow reports it paid (its bare payment_overdue signal).
+            self._state.overdue_invoices = [LEGACY_INVOICE]
         self._draining = False
         self._updates_this_run = 0
         self._signals_this_run = 0
-        self._busy_activities = 0
 
     # --- main loop --------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: AccountWorkflowInput) -> None:
+        if self._legacy is not None:
+            return await self._legacy.run(input)
         state = self._state
         delay = (state.period_end - workflow.now()).total_seconds()
         period_timer = asyncio.ensure_future(asyncio.sleep(max(delay, 0)))
         background = [
-            asyncio.ensure_future(self._flush_ledger_forever()),
-            asyncio.ensure_future(self._deliver_outbox_forever()),
+            asyncio.ensure_future(loop())
+            for loop in (
+                self._flush_ledger_forever,
+                self._deliver_events_forever,
+                self._deliver_notices_forever,
+                self._flush_settings_forever,
+                self._flush_closes_forever,
+                self._complete_settled_filter,
+            )
         ]
         await workflow.wait_condition(lambda: period_timer.done() or self._continue_as_new_due())
 
-        # Drain before handing over: no new Updates (the API retries them against the
-        # next run), every running handler finished, every ledger row and notice out.
+        # Hand over: no new Updates (the API retries them against the next run), every
+        # running handler finished. Undelivered side effects are not waited for: they
+        # travel in the state and the next run delivers them.
         self._draining = True
         await workflow.wait_condition(workflow.all_handlers_finished)
-        await workflow.wait_condition(self._idle)
-
         next_state = state
         if period_timer.done():
-            await self._close_period()
+            if state.extra_cost_cents > 0:  # a period that costs 0 ct gets no invoice
+                await self._start_invoicing()
             next_start = state.period_end
             _, next_end = period_containing(
                 next_start,
@@ -125,8 +178,6 @@ class AccountWorkflow:
             period_timer.cancel()
         for task in background:
             task.cancel()
-        # Ledger rows of this run are in the database now; older duplicates are found there.
-        next_state.recent_call_ids = {}
         workflow.continue_as_new(
             AccountWorkflowInput(
                 profile=input.profile,
@@ -147,86 +198,102 @@ class AccountWorkflow:
             or info.get_current_history_length() >= config.max_history_events
         )
 
-    def _idle(self) -> bool:
-        state = self._state
-        return (
-            self._busy_activities == 0
-            and not state.unflushed
-            and not state.outbox_notices
-            and not state.outbox_events
+    # --- outboxes: one loop each, oldest first, removed only once delivered ---------------
+
+    async def _drain(
+        self, pending: Callable[[], list[Any]], deliver: Callable[[Any], Awaitable[Any]]
+    ) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(pending()))
+            await deliver(pending()[0])
+            del pending()[0]
+
+    async def _run_activity(self, activity: Any, arg: Any) -> Any:
+        return await workflow.execute_activity_method(
+            activity, arg, start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=RETRY_FOREVER
         )
 
     async def _flush_ledger_forever(self) -> None:
         state = self._state
         while True:
             await workflow.wait_condition(lambda: bool(state.unflushed))
-            rows, state.unflushed = state.unflushed, []
-            self._busy_activities += 1
-            try:
-                await workflow.execute_activity_method(
-                    LedgerActivities.record_usage,
-                    UsageBatch(state.account_id, state.period_start, state.period_end, rows),
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    retry_policy=RETRY_FOREVER,
-                )
-            finally:
-                self._busy_activities -= 1
+            rows = state.unflushed[:LEDGER_BATCH]
+            await self._run_activity(
+                LedgerActivities.record_usage,
+                UsageBatch(state.account_id, state.period_start, state.period_end, rows),
+            )
+            del state.unflushed[: len(rows)]  # new rows were only appended behind them
 
-    async def _deliver_outbox_forever(self) -> None:
+    async def _deliver_events_forever(self) -> None:
         state = self._state
-        profile = self._input.profile
-        while True:
-            await workflow.wait_condition(lambda: bool(state.outbox_notices or state.outbox_events))
-            self._busy_activities += 1
-            try:
-                if state.outbox_events:
-                    event = state.outbox_events[0]
-                    await workflow.execute_activity_method(
-                        NotificationActivities.send_service_event,
-                        ServiceEventDelivery(state.account_id, state.period_start, event),
-                        start_to_close_timeout=ACTIVITY_TIMEOUT,
-                        retry_policy=RETRY_FOREVER,
-                    )
-                    state.outbox_events.remove(event)
-                else:
-                    notice = state.outbox_notices[0]
-                    await workflow.execute_activity_method(
-                        NotificationActivities.send_notice,
-                        NoticeDelivery(
-                            profile, state.plan, state.period_start, state.period_end, notice
-                        ),
-                        start_to_close_timeout=ACTIVITY_TIMEOUT,
-                        retry_policy=RETRY_FOREVER,
-                    )
-                    state.outbox_notices.remove(notice)
-            finally:
-                self._busy_activities -= 1
-
-    async def _close_period(self) -> None:
-        state = self._state
-        await workflow.execute_activity_method(
-            LedgerActivities.close_period,
-            PeriodClose(
-                account_id=state.account_id,
-                period_start=state.period_start,
-                period_end=state.period_end,
-                plan=state.plan.plan,
-                included_used_seconds=state.included_used_seconds,
-                extra_used_seconds=state.extra_used_seconds,
-                extra_cost_cents=state.extra_cost_cents,
-                excess_seconds=state.excess_seconds,
-                calls_recorded=state.calls_recorded,
-                extra_minute_price_cents=state.plan.extra_minute_price_cents,
-                limit_cents=limit_as_cents(state.settings, state.plan)
-                if state.settings.enabled
-                else None,
-                stopped_at_limit=state.stop_reason == "limit_reached",
+        await self._drain(
+            lambda: state.outbox_events,
+            lambda event: self._run_activity(
+                NotificationActivities.send_service_event,
+                ServiceEventDelivery(
+                    state.account_id, event.period_start or state.period_start, event
+                ),
             ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=RETRY_FOREVER,
         )
-        if workflow.patched(INVOICING_PATCH) and state.extra_used_seconds > 0:
-            await self._start_invoicing()
+
+    async def _deliver_notices_forever(self) -> None:
+        state, profile = self._state, self._input.profile
+        await self._drain(
+            lambda: state.outbox_notices,
+            lambda notice: self._run_activity(
+                NotificationActivities.send_notice,
+                NoticeDelivery(
+                    profile,
+                    state.plan,
+                    notice.period_start or state.period_start,
+                    notice.period_end or state.period_end,
+                    notice,
+                ),
+            ),
+        )
+
+    async def _flush_settings_forever(self) -> None:
+        state = self._state
+        await self._drain(
+            lambda: state.outbox_settings,
+            lambda entry: self._run_activity(
+                LedgerActivities.record_settings_change,
+                SettingsChangeRecord(
+                    state.account_id,
+                    entry.actor,
+                    entry.old,
+                    entry.new,
+                    entry.changed_at,
+                    change_id=entry.change_id,
+                    version=entry.version,
+                ),
+            ),
+        )
+
+    async def _flush_closes_forever(self) -> None:
+        state = self._state
+
+        async def write(close: Any) -> None:
+            # After the period's own ledger rows, so that the totals check finds them all.
+            await workflow.wait_condition(
+                lambda: all(r.period_start != close.period_start for r in state.unflushed)
+            )
+            await self._run_activity(LedgerActivities.close_period, close)
+
+        await self._drain(lambda: state.outbox_closes, write)
+
+    async def _complete_settled_filter(self) -> None:
+        """A state from a version without the settled-call filter: load the ledger's ids."""
+        settled = self._state.settled
+        while not settled.complete:
+            page = await self._run_activity(
+                LedgerActivities.settled_call_ids,
+                SettledCallsQuery(self._state.account_id, after_id=settled.loaded_after_id),
+            )
+            for call_id in page.call_ids:
+                settled.add(call_id)
+            settled.loaded_after_id = page.last_id  # a hand-over goes on from here
+            settled.complete = not page.more
 
     async def _start_invoicing(self) -> None:
         """Hand the closed period to its own InvoiceWorkflow, which outlives this run.
@@ -257,87 +324,129 @@ class AccountWorkflow:
 
     @workflow.update
     async def telephony(self, batch: TelephonyBatch) -> list[TelephonyResult]:
+        if self._legacy is not None:
+            return await self._legacy.telephony(batch)
         self._updates_this_run += 1
-        state = self._state
-        config = self._input.config
-        results: list[TelephonyResult] = []
-        for request in batch.requests:
-            if request.kind == AUTHORIZE:
-                grant = state.authorize(
-                    request.call_id,
-                    workflow.now(),
-                    chunk_seconds=config.grant_chunk_seconds,
-                    grace_seconds=config.grant_grace_seconds,
-                )
-                results.append(
-                    TelephonyResult(
-                        kind=AUTHORIZE,
-                        call_id=request.call_id,
-                        allowed=grant.allowed,
-                        granted_seconds=grant.granted_seconds if grant.allowed else None,
-                        reason=grant.reason,
-                    )
-                )
-                continue
-            assert request.seconds is not None  # the validator guarantees it
-            duplicate = False
-            if not state.is_known_call(request.call_id):
-                # Not running here and not settled in this run: it may have been settled
-                # in an earlier run or period, which the ledger knows.
-                duplicate = await workflow.execute_local_activity_method(
-                    LedgerActivities.find_recorded_call,
-                    CallLookup(state.account_id, request.call_id),
-                    start_to_close_timeout=timedelta(seconds=10),
-                )
-            if not duplicate:
-                duplicate = state.settle(request.call_id, request.seconds, workflow.now()).duplicate
-            results.append(
-                TelephonyResult(
-                    kind=USAGE, call_id=request.call_id, recorded=True, duplicate=duplicate
-                )
+        if batch.abandoned:
+            self._state.abandon(
+                batch.abandoned,
+                workflow.now(),
+                grace_seconds=self._input.config.grant_grace_seconds,
             )
-        return results
+        # One ledger look-up for every id of the batch that needs one, before any answer.
+        unknown = sorted(
+            {r.call_id for r in batch.requests if self._state.needs_ledger_lookup(r.call_id)}
+        )
+        in_ledger = await self._settled_in_ledger(unknown) if unknown else set()
+        return [self._answer(request, unknown, in_ledger) for request in batch.requests]
+
+    def _answer(
+        self, request: TelephonyRequest, looked_up: list[str], in_ledger: set[str] | None
+    ) -> TelephonyResult:
+        state, config = self._state, self._input.config
+        call_id = request.call_id
+        if (
+            request.kind == AUTHORIZE
+            and request.deadline is not None
+            and workflow.now() > request.deadline + DEADLINE_SLACK
+        ):
+            # The API stopped waiting long ago: a grant now would reach nobody.
+            return TelephonyResult(AUTHORIZE, call_id, allowed=False, reason=REASON_EXPIRED)
+        settled_before = False
+        if call_id in looked_up:
+            if in_ledger is None:  # the ledger did not answer in time
+                return TelephonyResult(
+                    request.kind, call_id, allowed=False, reason=REASON_UNAVAILABLE
+                )
+            settled_before = call_id in in_ledger
+        if request.kind == AUTHORIZE:
+            grant = state.authorize(
+                call_id,
+                workflow.now(),
+                chunk_seconds=config.grant_chunk_seconds,
+                grace_seconds=config.grant_grace_seconds,
+                request_id=request.request_id,
+                deadline=request.deadline,
+                settled_before=settled_before,
+            )
+            return TelephonyResult(
+                AUTHORIZE,
+                call_id,
+                allowed=grant.allowed,
+                granted_seconds=grant.granted_seconds if grant.allowed else None,
+                reason=grant.reason,
+            )
+        assert request.seconds is not None  # the validator guarantees it
+        settlement = state.settle(
+            call_id, request.seconds, workflow.now(), settled_before=settled_before
+        )
+        return TelephonyResult(USAGE, call_id, recorded=True, duplicate=settlement.duplicate)
+
+    async def _settled_in_ledger(self, call_ids: list[str]) -> set[str] | None:
+        """Which of ``call_ids`` the ledger holds; None when it did not answer in time.
+
+        (A call another batch settled while this one waited is found by ``settle`` and
+        ``authorize`` themselves: they check the recent settlements again.)
+        """
+        try:
+            found: list[str] = await workflow.execute_local_activity_method(
+                LedgerActivities.find_recorded_calls,
+                CallsLookup(self._state.account_id, call_ids),
+                start_to_close_timeout=LOOKUP_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ActivityError:
+            return None
+        return set(found)
 
     @telephony.validator
     def _validate_telephony(self, batch: TelephonyBatch) -> None:
-        if self._draining:
-            raise ApplicationError("period closing or run handing over", type=RETRY_LATER)
+        if self._legacy is not None:
+            return self._legacy.validate_telephony(batch)
+        self._refuse_while_draining()
         for request in batch.requests:
             if request.kind not in (AUTHORIZE, USAGE) or not request.call_id:
                 raise ApplicationError(f"bad telephony request {request!r}", type="invalid")
             if request.kind == USAGE and (request.seconds is None or request.seconds < 0):
                 raise ApplicationError("usage needs seconds >= 0", type="invalid")
 
+    @workflow.signal
+    def abandon(self, abandoned: AbandonedRequests) -> None:
+        """From the API: it answered these requests 503; their grants hold no room."""
+        if self._legacy is not None:
+            return
+        self._signals_this_run += 1
+        self._state.abandon(
+            abandoned.requests,
+            workflow.now(),
+            grace_seconds=self._input.config.grant_grace_seconds,
+        )
+
+    def _refuse_while_draining(self) -> None:
+        if self._draining:
+            raise ApplicationError("period closing or run handing over", type=RETRY_LATER)
+
     # --- settings -------------------------------------------------------------------------
 
     @workflow.update
     async def change_settings(self, change: SettingsChange) -> AccountSnapshot:
+        if self._legacy is not None:
+            return await self._legacy.change_settings(change)
         self._updates_this_run += 1
         state = self._state
-        old = state.settings
-        now = workflow.now()
-        state.change_settings(change.settings, now)
-        await self._record_settings(old, change.settings, change.actor)
-        return self.snapshot()
-
-    async def _record_settings(
-        self, old: ExtraMinutesSettings, new: ExtraMinutesSettings, actor: str
-    ) -> None:
-        self._busy_activities += 1
-        try:
-            await workflow.execute_activity_method(
-                LedgerActivities.record_settings_change,
-                SettingsChangeRecord(self._state.account_id, actor, old, new, workflow.now()),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=RETRY_FOREVER,
+        if not state.already_applied(change.change_id):
+            state.change_settings(
+                change.settings, workflow.now(), actor=change.actor, change_id=change.change_id
             )
-        finally:
-            self._busy_activities -= 1
+        return self.snapshot()
 
     @change_settings.validator
     def _validate_settings(self, change: SettingsChange) -> None:
-        if self._draining:
-            raise ApplicationError("period closing or run handing over", type=RETRY_LATER)
+        if self._legacy is not None:
+            return self._legacy.validate_settings(change)
+        self._refuse_while_draining()
+        if self._state.already_applied(change.change_id):
+            return  # a retry of a change that was applied: answered with today's state
         if change.settings.enabled and not self._state.payment_method_on_file:
             raise ApplicationError(
                 "add a payment method before enabling extra minutes",
@@ -357,29 +466,46 @@ class AccountWorkflow:
 
     @workflow.update
     async def payment_method(self, change: PaymentMethodChange) -> AccountSnapshot:
+        if self._legacy is not None:
+            return await self._legacy.payment_method(change)
         self._updates_this_run += 1
         state = self._state
-        old = state.settings
-        now = workflow.now()
-        if state.set_payment_method(change.on_file, now):
-            await self._record_settings(old, ExtraMinutesSettings(enabled=False), change.actor)
+        if not state.already_applied(change.change_id):
+            state.set_payment_method(
+                change.on_file, workflow.now(), actor=change.actor, change_id=change.change_id
+            )
         return self.snapshot()
 
     @payment_method.validator
     def _validate_payment_method(self, change: PaymentMethodChange) -> None:
-        if self._draining:
-            raise ApplicationError("period closing or run handing over", type=RETRY_LATER)
+        if self._legacy is not None:
+            return self._legacy.validate_payment_method(change)
+        self._refuse_while_draining()
 
     @workflow.signal
     def payment_overdue(self, overdue: bool) -> None:
-        """From InvoiceWorkflow: dunning ended unpaid (True), or the invoice got paid."""
+        """From an InvoiceWorkflow started before per-invoice overdue signals existed."""
+        if self._legacy is not None:
+            return self._legacy.payment_overdue(overdue)
         self._signals_this_run += 1
-        self._state.set_payment_overdue(overdue, workflow.now())
+        self._state.set_invoice_overdue(LEGACY_INVOICE, overdue, workflow.now())
+
+    @workflow.signal
+    def invoice_overdue(self, news: InvoiceOverdue) -> None:
+        """From InvoiceWorkflow: its dunning ended unpaid, or it got paid (or voided)."""
+        if self._legacy is not None:
+            return self._legacy.payment_overdue(news.overdue)
+        self._signals_this_run += 1
+        self._state.set_invoice_overdue(news.invoice_key, news.overdue, workflow.now())
 
     # --- queries --------------------------------------------------------------------------
 
     @workflow.query
-    def snapshot(self) -> AccountSnapshot:
+    def snapshot(self, at: datetime | None = None) -> AccountSnapshot:
+        """The live state; reservations as of ``at`` (the asker's clock), else of the
+        last workflow task."""
+        if self._legacy is not None:
+            return self._legacy.snapshot()
         state = self._state
         return AccountSnapshot(
             account_id=state.account_id,
@@ -394,7 +520,7 @@ class AccountWorkflow:
             limit_cents=state.settings.limit_cents,
             limit_minutes=state.settings.limit_minutes,
             extra_allowed_seconds=state.extra_allowed_seconds,
-            reserved_seconds=state.reserved_seconds(workflow.now()),
+            reserved_seconds=state.reserved_seconds(at or workflow.now()),
             accepting_calls=state.accepting_calls,
             stop_reason=state.stop_reason,
             excess_seconds=state.excess_seconds,
@@ -402,4 +528,7 @@ class AccountWorkflow:
             run_updates=self._updates_this_run,
             payment_method_on_file=state.payment_method_on_file,
             payment_overdue=state.payment_overdue,
+            undelivered_notices=len(state.outbox_notices),
+            undelivered_events=len(state.outbox_events),
+            unwritten_usage=len(state.unflushed),
         )

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.types import (
         ChargeRequest,
         InvoiceInput,
+        InvoiceOverdue,
         InvoiceState,
         NoticeDelivery,
         PaymentEvent,
@@ -43,6 +44,9 @@ STRIPE_RETRY = RetryPolicy(
     non_retryable_error_types=["StripeRequestRejected"],
 )
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=60))
+# The account is told which invoice is overdue, so that paying one of two overdue
+# invoices does not lift the suspension (before: a bare "payment_overdue" bool).
+OVERDUE_PER_INVOICE_PATCH = "overdue-per-invoice"
 STRIPE_TIMEOUT = timedelta(seconds=60)
 
 
@@ -169,7 +173,11 @@ class InvoiceWorkflow:
 
     async def _signal_account(self, input: InvoiceInput, *, overdue: bool) -> None:
         handle = workflow.get_external_workflow_handle(workflow_id_for(input.profile.account_id))
-        await handle.signal("payment_overdue", overdue)
+        if workflow.patched(OVERDUE_PER_INVOICE_PATCH):
+            news = InvoiceOverdue(invoice_key=workflow.info().workflow_id, overdue=overdue)
+            await handle.signal("invoice_overdue", news)
+        else:
+            await handle.signal("payment_overdue", overdue)
 
     @workflow.signal
     def stripe_event(self, event: PaymentEvent) -> None:

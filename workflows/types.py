@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from billing.account_state import Notice, PeriodState, ServiceEvent, UsageRecord
+from billing.account_state import AbandonedRequest, Notice, PeriodState, ServiceEvent, UsageRecord
+from billing.account_state import PeriodClose as PeriodClose  # its home; activities import it here
 from billing.rules import ExtraMinutesSettings, PlanTerms
 
 AUTHORIZE = "authorize"
@@ -64,6 +65,12 @@ class AccountWorkflowInput:
     config: BillingConfig = field(default_factory=BillingConfig)
     # Set on continue-as-new: the live period carried into the next run.
     state: PeriodState | None = None
+    # The account row's settings version, for a workflow (re)created without a state:
+    # its changes go on counting from there, so the account row keeps following them.
+    settings_version: int = 0
+    # Set only when the account is created: it has settled nothing, so no ledger ids
+    # need loading (any other start without a state loads them first).
+    new_account: bool = False
 
 
 @dataclass
@@ -73,10 +80,20 @@ class TelephonyRequest:
     kind: str  # AUTHORIZE | USAGE
     call_id: str
     seconds: int | None = None
+    # Stable across every retry of this request (the API's own retries and, when the
+    # telephony backend sends one, its HTTP retries): a retried authorisation gets the
+    # grant it was given the first time instead of a second one.
+    request_id: str | None = None
+    # When the API stops waiting for the answer. Processed later, an authorisation
+    # records nothing and answers ``expired`` (nobody is listening any more).
+    deadline: datetime | None = None
 
 
 @dataclass
 class TelephonyResult:
+    # reason (authorize): limit_reached | included_minutes_exhausted | payment_overdue |
+    # call_ended (already settled); expired | unavailable: nothing was recorded, the API
+    # answers 503 (see REASON_* in billing.account_state).
     kind: str
     call_id: str
     allowed: bool | None = None
@@ -89,18 +106,44 @@ class TelephonyResult:
 @dataclass
 class TelephonyBatch:
     requests: list[TelephonyRequest]
+    # Requests of this account the API gave up on since its last batch (see
+    # AbandonedRequests): applied before the requests are answered.
+    abandoned: list[AbandonedRequest] = field(default_factory=list)
+
+
+@dataclass
+class AbandonedRequests:
+    """Signal from the API: it gave up waiting for these requests (the caller got 503).
+
+    A grant they made is taken back, and one processed after this signal grants nothing,
+    so an answer that never reached the telephony backend holds no room.
+    """
+
+    requests: list[AbandonedRequest]
 
 
 @dataclass
 class SettingsChange:
     settings: ExtraMinutesSettings
     actor: str  # "admin", "customer:<email>", "system"
+    # One id per change request, stable across retries: applied once, recorded once.
+    change_id: str | None = None
 
 
 @dataclass
 class PaymentMethodChange:
     on_file: bool
     actor: str
+    change_id: str | None = None
+
+
+@dataclass
+class InvoiceOverdue:
+    """Signal from an InvoiceWorkflow: its invoice is overdue (dunning ended unpaid), or
+    no longer (paid or void). Extra minutes stay suspended while any invoice is overdue."""
+
+    invoice_key: str  # the invoice workflow id
+    overdue: bool
 
 
 @dataclass
@@ -127,6 +170,10 @@ class AccountSnapshot:
     run_updates: int = 0
     payment_method_on_file: bool = False
     payment_overdue: bool = False
+    # Side effects not delivered yet (a receiver or the database is down).
+    undelivered_notices: int = 0
+    undelivered_events: int = 0
+    unwritten_usage: int = 0
 
 
 # --- activity inputs ----------------------------------------------------------------
@@ -147,6 +194,10 @@ class SettingsChangeRecord:
     old: ExtraMinutesSettings
     new: ExtraMinutesSettings
     changed_at: datetime
+    # The change's own id (one history row per change, however often it is retried) and
+    # the workflow's settings version: the account row only ever moves to a newer one.
+    change_id: str | None = None
+    version: int = 0
 
 
 @dataclass
@@ -166,25 +217,35 @@ class ServiceEventDelivery:
 
 
 @dataclass
-class PeriodClose:
-    account_id: str
-    period_start: datetime
-    period_end: datetime
-    plan: str
-    included_used_seconds: int
-    extra_used_seconds: int
-    extra_cost_cents: int
-    excess_seconds: int
-    calls_recorded: int
-    extra_minute_price_cents: int
-    limit_cents: int | None
-    stopped_at_limit: bool
-
-
-@dataclass
 class CallLookup:
     account_id: str
     call_id: str
+
+
+@dataclass
+class CallsLookup:
+    """Which of these call ids the ledger holds (one look-up for a whole batch)."""
+
+    account_id: str
+    call_ids: list[str]
+
+
+@dataclass
+class SettledCallsQuery:
+    """Every call id the ledger holds for an account (seeds the settled-call filter of a
+    run that continued from a version without one)."""
+
+    account_id: str
+    after_id: int = 0  # ledger row id to continue after
+    # Small pages: each result is a history event (up to 128 characters an id).
+    limit: int = 1_000
+
+
+@dataclass
+class SettledCallsPage:
+    call_ids: list[str]
+    last_id: int
+    more: bool
 
 
 # --- invoicing ----------------------------------------------------------------------
@@ -257,7 +318,7 @@ class CloseInput:
     # "2026-11"; None: the month before the workflow started (scheduled runs).
     period: str | None = None
     timezone: str = "Europe/Berlin"
-    wait_seconds: int = 6 * 3600
+    wait_seconds: int = 16 * 3600  # see Settings.close_wait_seconds
     poll_seconds: int = 300
 
 

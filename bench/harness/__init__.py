@@ -312,6 +312,12 @@ class Stack:
                 "OVERTIME_LOG_FORMAT": "text",
                 "OVERTIME_LOG_LEVEL": "WARNING",
                 "OVERTIME_CODEC_ALLOW_LOOPBACK": "false",
+                # Capacity, not shedding: closed loops of 64 clients on 2 cores queue for
+                # longer than the 1 s production timeout, which would answer most of them
+                # 503 (by design). BENCH_TELEPHONY_TIMEOUT=1 shows that instead.
+                "OVERTIME_TELEPHONY_TIMEOUT_SECONDS": os.environ.get(
+                    "BENCH_TELEPHONY_TIMEOUT", "20"
+                ),
             }
         )
         if self.options.period_seconds:

@@ -286,7 +286,7 @@ async def save_extra_minutes(account_id: str, ctx: Customer) -> Response:
             key = {
                 "payment_method_required": "error.payment_method_required",
                 "not_eligible": "error.not_eligible",
-                "busy": "error.busy",
+                "unavailable": "error.busy",
             }.get(err.code, "error.invalid_limit")
             return await again(key, err.status)
     flash(request, "flash.saved")

@@ -23,6 +23,7 @@ from overtime.models import (
     Notification,
     SettingsChange,
     UsageEntry,
+    WebhookDelivery,
     WebLogin,
 )
 from starter.errors import ApiError
@@ -68,6 +69,22 @@ def notifications(db: str, account_id: str) -> list[Notification]:
                 select(Notification)
                 .where(Notification.account_id == account_id)
                 .order_by(col(Notification.sent_at).desc(), col(Notification.id).desc())
+            )
+        )
+
+
+def failed_webhooks(db: str, account_id: str, limit: int = 50) -> list[WebhookDelivery]:
+    """Service events the telephony webhook never took (refused for good, or too old)."""
+    with session_scope(db) as session:
+        return list(
+            session.exec(
+                select(WebhookDelivery)
+                .where(
+                    WebhookDelivery.account_id == account_id,
+                    WebhookDelivery.status == "failed",
+                )
+                .order_by(col(WebhookDelivery.delivered_at).desc())
+                .limit(limit)
             )
         )
 
