@@ -16,8 +16,14 @@ Rules (see README "Billing rules"):
 * Notices (90 % warning, 100 % stop, included minutes exhausted) go out at most once per
   period and limit; service stops and resumes are emitted as events for the webhook.
 
-Side effects are not performed here: they are appended to ``outbox`` (notices and service
-events) and ``unflushed`` (ledger rows) for the workflow to hand to activities.
+* Settled is final: a call whose usage is recorded is never granted or billed again
+  (``recent_settled`` exactly, every id ever in ``settled``, billing/settled.py).
+* A grant lapses once, the grace period after it ran out; a lapsed grant holds no room,
+  and what its call reports later is billed only from room still free.
+
+Side effects are not performed here: they are appended to outboxes (``outbox_notices``,
+``outbox_events``, ``unflushed`` ledger rows, ``outbox_settings``, ``outbox_closes``) that
+the workflow drains through activities and carries over every hand-over.
 """
 
 from __future__ import annotations
