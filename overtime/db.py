@@ -76,8 +76,14 @@ def _migration_lock(engine: Engine, url: str) -> Iterator[None]:
         yield  # PostgreSQL: the advisory lock inside the transaction does it
         return
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"overtime-migrate-{digest}.lock"
-    with open(path, "w") as handle:
+    with _file_lock(f"overtime-migrate-{digest}.lock"):
+        yield
+
+
+@contextmanager
+def _file_lock(name: str) -> Iterator[None]:
+    """An exclusive lock on a file in the temp directory; it ends with the process."""
+    with open(Path(tempfile.gettempdir()) / name, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -114,13 +120,8 @@ def serialised(url: str, name: str) -> Iterator[None]:
         return
     stripe = int.from_bytes(digest[:4], "big") % LOCK_STRIPES
     url_digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"overtime-lock-{url_digest}-{stripe:02d}.lock"
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with _file_lock(f"overtime-lock-{url_digest}-{stripe:02d}.lock"):
+        yield
 
 
 @contextmanager
