@@ -14,4 +14,6 @@ COPY worker.py ./
 RUN pip install --no-cache-dir . && useradd --create-home overtime
 USER overtime
 EXPOSE 8000
-CMD ["uvicorn", "starter.api:app_from_env", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+# uvicorn with Overtime's limits (starter/serve.py); OVERTIME_ENV=production (compose)
+# refuses to start with a development secret.
+CMD ["python", "-m", "starter.serve", "--host", "0.0.0.0", "--port", "8000"]

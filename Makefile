@@ -41,9 +41,13 @@ export PG_PROBE
 
 # Browser tests need Debian's chromium; only pull it in once such tests exist.
 BROWSER_DEP := $(if $(wildcard tests/test_web*.py),browser,)
+# The compose proxy's nginx config is tested against a real nginx: Debian's package,
+# unpacked into the virtualenv (installing it would start a system service on port 80).
+# tests/test_compose.py finds it there.
+NGINX_BIN := $(VENV)/nginx/usr/sbin/nginx
 
 .DEFAULT_GOAL := help
-.PHONY: help venv .venv run test test-sqlite test-postgres lint bench browser clean distclean
+.PHONY: help venv .venv run test test-sqlite test-postgres lint bench browser nginx clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -69,7 +73,7 @@ run: $(VENV_STAMP)
 # periods, retries), so together they take little longer than the longer one alone. Each
 # pass's output is printed whole when it ends (make -O); the PostgreSQL pass writes its
 # screenshots under tests/artifacts so that the two never write the same file.
-test: $(VENV_STAMP) $(BROWSER_DEP) lint
+test: $(VENV_STAMP) $(BROWSER_DEP) nginx lint
 	@echo "running the SQLite and PostgreSQL passes side by side; each prints when it ends"
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
@@ -108,6 +112,21 @@ browser:
 		echo "warning: chromium is not installed and there is no apt-get to install it" >&2; \
 	else \
 		apt-get update && apt-get install -y chromium; \
+	fi
+
+# Without apt (or network) only a warning: the live proxy tests then skip and say why.
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || [ -x $(NGINX_BIN) ]; then \
+		echo "nginx: $$(command -v nginx || echo $(NGINX_BIN))"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "warning: no nginx and no apt-get; the live proxy tests will skip" >&2; \
+	else \
+		tmp=$$(mktemp -d) && cd $$tmp && \
+		{ apt-get download nginx >/dev/null 2>&1 || \
+		  { apt-get update >/dev/null && apt-get download nginx; }; } && \
+		dpkg -x nginx_*.deb $(abspath $(VENV))/nginx && rm -rf $$tmp && \
+		echo "nginx: $(NGINX_BIN)" || \
+		echo "warning: could not fetch Debian's nginx; the live proxy tests will skip" >&2; \
 	fi
 
 clean:

@@ -24,6 +24,7 @@ from activities.notifications import NotificationActivities
 from overtime.db import init_db
 from overtime.observability import configure_logging, metrics_runtime
 from overtime.payments import gateway_for
+from overtime.production import require_production_ready
 from overtime.schedules import ensure_close_schedule
 from overtime.settings import Settings, get_settings
 from overtime.temporal import connect
@@ -91,7 +92,9 @@ def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecut
 
 async def run(settings: Settings) -> None:
     runtime = (
-        metrics_runtime(settings.worker_metrics_port) if settings.worker_metrics_port else None
+        metrics_runtime(settings.worker_metrics_port, settings.worker_metrics_host)
+        if settings.worker_metrics_port
+        else None
     )
     client = await connect(settings, runtime)  # TLS / API key / payload encryption per settings
     stop = asyncio.Event()
@@ -109,7 +112,9 @@ async def run(settings: Settings) -> None:
                 extra={
                     "task_queues": [settings.task_queue, settings.stripe_task_queue],
                     "temporal": settings.temporal_address,
-                    "metrics_port": settings.worker_metrics_port or None,
+                    "metrics": f"{settings.worker_metrics_host}:{settings.worker_metrics_port}"
+                    if settings.worker_metrics_port
+                    else None,
                 },
             )
             await stop.wait()
@@ -118,6 +123,8 @@ async def run(settings: Settings) -> None:
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    # Before connecting: in production a dev secret or a missing one exits non-zero here.
+    require_production_ready(settings)
     asyncio.run(run(settings))
 
 

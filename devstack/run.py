@@ -236,6 +236,11 @@ class Plan:
         )
         # Links in emails must point at this API, wherever its port was moved.
         env.setdefault("OVERTIME_PUBLIC_URL", self.api_url)
+        # The Temporal UI on this machine decodes payloads through /codec without a token:
+        # a development switch (off by default, refused in production). A developer's own
+        # choice, and OVERTIME_ENV, are kept as they are.
+        env.setdefault("OVERTIME_CODEC_ALLOW_LOOPBACK", "true")
+        env.setdefault("OVERTIME_ENV", "development")
         if self.stripe_port is not None:
             env["OVERTIME_STRIPE_PORT"] = str(self.stripe_port)
             env["OVERTIME_STRIPE_API_BASE"] = f"http://127.0.0.1:{self.stripe_port}"
@@ -308,19 +313,9 @@ class Plan:
             Child("worker", [python, "-m", "worker"]),
             Child(
                 "api",
-                [
-                    python,
-                    "-m",
-                    "uvicorn",
-                    "starter.api:app_from_env",
-                    "--factory",
-                    "--host",
-                    s.http_host,
-                    "--port",
-                    str(s.http_port),
-                    "--timeout-graceful-shutdown",
-                    "5",
-                ],
+                # starter/serve.py: uvicorn with Overtime's limits (concurrency, header,
+                # body and keep-alive timeouts) and a graceful shutdown.
+                [python, "-m", "starter.serve", "--host", s.http_host, "--port", str(s.http_port)],
                 lambda: http_ok(f"{self.api_url}/healthz"),
                 ready_timeout=90,
             ),

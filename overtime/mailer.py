@@ -21,9 +21,20 @@ from markupsafe import Markup
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "email"
 SUPPORTED_LOCALES = ("de", "en")
 
-_env = Environment(
+# One template file holds the plain-text and the HTML version, and Jinja decides
+# autoescaping per template when it compiles it: so each file is compiled twice. The
+# subject and the text block come from the unescaped copy (a text/plain part and a
+# Subject header show "Safina & Co" and "?a=1&b=2" as they are), the HTML block and the
+# layout from the escaped one.
+_html_env = Environment(
     loader=FileSystemLoader(TEMPLATE_DIR),
     autoescape=select_autoescape(enabled_extensions=("html", "j2")),
+    undefined=StrictUndefined,
+    keep_trailing_newline=False,
+)
+_text_env = Environment(
+    loader=FileSystemLoader(TEMPLATE_DIR),
+    autoescape=False,
     undefined=StrictUndefined,
     keep_trailing_newline=False,
 )
@@ -69,13 +80,16 @@ def format_period(start: datetime, end: datetime, timezone: str, locale: str) ->
 
 def render(kind: str, locale: str, context: dict[str, object]) -> RenderedEmail:
     locale = normalise_locale(locale)
-    template = _env.get_template(f"{kind}.{locale}.j2")
+    name = f"{kind}.{locale}.j2"
+    plain, escaped = _text_env.get_template(name), _html_env.get_template(name)
     values = {**context, "locale": locale}
-    block_context = template.new_context(values)
-    subject = "".join(template.blocks["subject"](block_context)).strip()
-    text = "".join(template.blocks["text"](template.new_context(values))).strip() + "\n"
-    body = Markup("".join(template.blocks["html"](template.new_context(values))).strip())
-    html = _env.get_template("_layout.html.j2").render(**values, subject=subject, body=body)
+    subject = "".join(plain.blocks["subject"](plain.new_context(values))).strip()
+    # A header is one line: a value with a line break must not start a second header.
+    subject = " ".join(subject.split())
+    text = "".join(plain.blocks["text"](plain.new_context(values))).strip() + "\n"
+    body = Markup("".join(escaped.blocks["html"](escaped.new_context(values))).strip())
+    # The subject is plain text here; the layout escapes it for the HTML part.
+    html = _html_env.get_template("_layout.html.j2").render(**values, subject=subject, body=body)
     return RenderedEmail(subject=subject, text=text, html=html)
 
 

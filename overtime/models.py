@@ -9,7 +9,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -62,6 +71,9 @@ class Plan(SQLModel, table=True):
 
 
 class Account(SQLModel, table=True):
+    # Ids are unique whatever their case (SEC-A1 and sec-a1 would be one customer to a
+    # person reading a log or an invoice); look-ups stay exact. Migration 0006.
+    __table_args__ = (Index("uq_account_id_lower", text("lower(account_id)"), unique=True),)
     account_id: str = Field(primary_key=True, max_length=128)
     email: str = Field(max_length=320)
     plan: str = Field(max_length=64)
@@ -279,3 +291,34 @@ class WebLoginFailure(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(index=True, max_length=400)  # "email:<address>" or "ip:<address>"
     failed_at: datetime = Field(sa_column=utc_column(index=True))
+
+
+class WebSession(SQLModel, table=True):
+    """A web session, server-side (starter/web/sessions.py). The browser's cookie holds a
+    random id; the table holds only its HMAC (a copied database opens no sessions), so
+    deleting the row ends the session at once (logout, an admin, a new password)."""
+
+    __tablename__ = "web_session"
+    id_hash: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=16)  # "anonymous" | "customer" | "admin"
+    email: str | None = Field(default=None, max_length=320)
+    account_id: str | None = Field(default=None, max_length=128, index=True)
+    csrf: str | None = Field(default=None, max_length=64)
+    lang: str | None = Field(default=None, max_length=8)
+    data: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # other keys, JSON
+    created_at: datetime = Field(sa_column=utc_column())
+    last_seen: datetime = Field(sa_column=utc_column())
+    expires_at: datetime = Field(sa_column=utc_column(index=True))
+
+
+class WebLoginCode(SQLModel, table=True):
+    """One-time sign-in codes, emailed to the owner once an account has had too many
+    failed sign-ins and the right password was given. Stored as an HMAC; single use."""
+
+    __tablename__ = "web_login_code"
+    id: int | None = Field(default=None, primary_key=True)
+    login_key: str = Field(index=True, max_length=64)  # HMAC of the lower-cased email
+    code_hash: str = Field(max_length=64)
+    attempts: int = 0
+    created_at: datetime = Field(sa_column=utc_column())
+    expires_at: datetime = Field(sa_column=utc_column())

@@ -2,7 +2,9 @@
 
 Metrics go through the Temporal SDK's own meter, so one Prometheus exporter per process
 serves the SDK's runtime metrics and ours together: the worker on
-``OVERTIME_WORKER_METRICS_PORT`` (``/metrics``), the API at its own ``GET /metrics``.
+``OVERTIME_WORKER_METRICS_HOST``:``OVERTIME_WORKER_METRICS_PORT`` (``/metrics``;
+loopback by default, ``0.0.0.0`` in a container so a scraper on its network reaches
+it), the API at its own ``GET /metrics``.
 Inside activities the meter is ``activity.metric_meter()``, so the figures belong to the
 worker that did the work.
 
@@ -29,6 +31,8 @@ WEBHOOK_FAILURES = "overtime_webhook_failures"
 # Deliveries given up for good (recorded as failed, not retried any more).
 NOTICES_FAILED = "overtime_notices_failed"
 SERVICE_EVENTS_FAILED = "overtime_service_events_failed"
+# Telephony requests answered 503 overloaded by admission control (starter/admission.py).
+REQUESTS_SHED = "overtime_requests_shed"
 
 _DESCRIPTIONS = {
     AUTHORIZATIONS: "Call authorisations answered, by result and reason",
@@ -38,6 +42,7 @@ _DESCRIPTIONS = {
     WEBHOOK_FAILURES: "Webhook deliveries or receipts that failed, by direction",
     NOTICES_FAILED: "Customer emails given up for good, by kind and reason",
     SERVICE_EVENTS_FAILED: "Telephony webhook events given up for good, by event and reason",
+    REQUESTS_SHED: "Telephony requests shed (503 overloaded), by bound (process, account)",
 }
 
 

@@ -6,17 +6,105 @@ tokens and secrets are printed by ``make run`` so nobody has to guess them.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, computed_field, model_validator
+from pydantic import AliasChoices, Field, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# One DNS label (RFC 1123, plus "_", which Docker service names use).
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def check_trusted_proxies(entries: list[str]) -> list[str]:
+    """Each entry an IP address or a network (CIDR); anything else is refused.
+
+    uvicorn's proxy-headers middleware takes any other string as a literal that no peer
+    address ever equals ("nginx", "10.0.0.0/8x"): the proxy is then not trusted, every
+    client looks like the proxy, and the per-address sign-in limit locks everyone out
+    together. "*" would trust every peer, so anyone could claim any address. The one
+    place for this rule: the Settings validator and the app's start (starter/edge.py,
+    for settings built with model_copy, which skips validators) both call it.
+    """
+    checked = []
+    for entry in entries:
+        text = entry.strip()
+        if text == "*":
+            raise ValueError(
+                "OVERTIME_TRUSTED_PROXIES: '*' trusts X-Forwarded-For from everyone; "
+                "list the proxies' addresses"
+            )
+        try:
+            if "/" in text:
+                ipaddress.ip_network(text, strict=False)
+            else:
+                ipaddress.ip_address(text)
+        except ValueError:
+            raise ValueError(
+                f"OVERTIME_TRUSTED_PROXIES: {text!r} is not an IP address or a CIDR network "
+                "(host names are not resolved: give the proxy's address)"
+            ) from None
+        checked.append(text)
+    return checked
+
+
+def _check_allowed_host(entry: str) -> str:
+    text = entry.strip().lower()
+    if text == "*":
+        return text  # any host: development only (overtime/production.py refuses it)
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+        return text.strip("[]")  # the Host check compares IPv6 without its brackets
+    except ValueError:
+        pass
+    name = text.removeprefix("*.").removesuffix(".")
+    if name and len(name) <= 253 and all(_HOST_LABEL.fullmatch(part) for part in name.split(".")):
+        return text.removesuffix(".")
+    raise ValueError(
+        f"OVERTIME_ALLOWED_HOSTS: {entry!r} is not a host name, an IP address or *.domain "
+        "(no scheme, port or path: the Host check compares names only)"
+    )
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OVERTIME_", extra="ignore")
+
+    # --- deployment ------------------------------------------------------------------
+    # "production" refuses to start while a secret is missing or a public dev default
+    # (overtime/production.py names each); compose sets it, `make run` leaves the default.
+    env: Literal["development", "production"] = "development"
+    # Addresses or networks (CIDR) of the reverse proxies whose X-Forwarded-For is
+    # believed; a request from anywhere else is its own client address.
+    trusted_proxies: list[str] = []
+    # Host headers the API answers (DNS rebinding); empty: the public_url's host and
+    # the loopback names.
+    allowed_hosts: list[str] = []
+
+    # --- the HTTP server (starter/serve.py; the compose proxy has its own limits) ------
+    http_limit_concurrency: int = Field(default=2048, ge=16)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_keep_alive_seconds: float = Field(default=5.0, gt=0)
+
+    # --- admission control (API side) --------------------------------------------------
+    # Telephony requests waiting for an answer, per API process and per account; beyond
+    # either the API answers 503 overloaded with Retry-After at once.
+    admission_max_pending: int = Field(default=2000, ge=1)
+    admission_max_pending_per_account: int = Field(default=100, ge=1)
+    admission_retry_after_seconds: int = Field(default=1, ge=1)
+
+    # --- health --------------------------------------------------------------------------
+    # Each dependency check of /healthz gives up after this long.
+    health_timeout_seconds: float = Field(default=2.0, gt=0, le=2.0)
+    # A worker counts as up when it polled the task queue this recently (a poll is held
+    # up to a minute by the server, so less than ~70 s reports idle workers as down).
+    health_worker_seen_seconds: float = Field(default=75.0, gt=0)
 
     # --- processes and ports -------------------------------------------------------
     http_host: str = "127.0.0.1"
@@ -38,8 +126,13 @@ class Settings(BaseSettings):
     payload_key: str = "b3ZlcnRpbWUtZGV2LXBheWxvYWQta2V5LTMyYnl0ZXM="
     payload_key_id: str = "dev-1"
     payload_old_keys: dict[str, str] = {}
-    # The codec server decodes for a browser on this machine without a token (dev only).
-    codec_allow_loopback: bool = True
+    # Payloads that are not encrypted are refused (a plain `temporal workflow update`
+    # changes nothing); true only while migrating a deployment that ran without
+    # encryption.
+    payload_accept_plaintext: bool = False
+    # The codec server decodes for a browser on this machine without a token: a
+    # development switch (`make run` sets it), refused in production.
+    codec_allow_loopback: bool = False
     codec_cors_origins: list[str] = ["http://127.0.0.1:8233", "http://localhost:8233"]
 
     # --- auth ----------------------------------------------------------------------
@@ -95,6 +188,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("STRIPE_API_KEY", "OVERTIME_STRIPE_API_KEY"),
     )
     stripe_api_base: str | None = "http://127.0.0.1:8420"
+    # Production talks to Stripe itself; a staging deployment may use the fake Stripe
+    # only with this set AND OVERTIME_STRIPE_API_BASE set explicitly (overtime/production.py).
+    staging_fake_stripe: bool = False
     stripe_publishable_key: str = Field(
         default="pk_test_overtime_local",
         validation_alias=AliasChoices("STRIPE_PUBLISHABLE_KEY", "OVERTIME_STRIPE_PUBLISHABLE_KEY"),
@@ -103,6 +199,11 @@ class Settings(BaseSettings):
         default="whsec_overtime_local",
         validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "OVERTIME_STRIPE_WEBHOOK_SECRET"),
     )
+    # Stripe webhooks: how far a signature's timestamp may be from now, either way, and
+    # how long the signal to the invoice workflow may take before the webhook answers
+    # 503 (Stripe retries it); well below the time Stripe waits for an answer.
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    stripe_webhook_signal_timeout_seconds: float = Field(default=5.0, gt=0, le=10)
     # Stripe allows 100 requests/s live and 25 in test mode; the Stripe task queue is
     # throttled to this many requests per second across all workers.
     stripe_requests_per_second: float = Field(default=20.0, gt=0)
@@ -130,6 +231,8 @@ class Settings(BaseSettings):
     worker_max_cached_workflows: int = Field(default=2_000, ge=10)
     # The worker's Prometheus endpoint (SDK metrics and ours); 0 switches it off.
     worker_metrics_port: int = Field(default=9464, ge=0)
+    # Where it listens: loopback by default; 0.0.0.0 in a container so it can be scraped.
+    worker_metrics_host: str = "127.0.0.1"
 
     # --- per-account dispatch (API side) --------------------------------------------
     # Temporal allows 10 Updates in flight per workflow; each API process keeps at most
@@ -143,6 +246,16 @@ class Settings(BaseSettings):
     # 503 unavailable with Retry-After, and an authorisation records nothing.
     telephony_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        return check_trusted_proxies(value)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts_are_host_names(cls, value: list[str]) -> list[str]:
+        return [_check_allowed_host(entry) for entry in value]
+
     @model_validator(mode="after")
     def _real_stripe_needs_no_fake(self) -> Settings:
         if (
@@ -151,6 +264,16 @@ class Settings(BaseSettings):
         ):
             self.stripe_api_base = None  # a real key talks to Stripe itself
         return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    def effective_allowed_hosts(self) -> list[str]:
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        public = urlsplit(self.public_url).hostname or "127.0.0.1"
+        return sorted({public, "127.0.0.1", "localhost", "::1"})
 
     @property
     def stripe_task_queue(self) -> str:

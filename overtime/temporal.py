@@ -6,18 +6,31 @@ database and its Web UI see ciphertext. The Web UI can show plain values through
 codec server (``/codec/decode`` in the API, see starter/codec_routes.py), which only
 answers admins.
 
-Payloads written before encryption was switched on stay readable: decoding passes
-through any payload that is not marked ``binary/encrypted``.
+Decoding refuses what it cannot trust, without ever raising inside the worker. A
+payload that is not encrypted (``temporal workflow update --input '{...}'`` from anyone
+who reaches the frontend) or that does not decrypt (tampered, unknown or missing key id)
+becomes a payload with a *refused* encoding that no payload converter accepts. The SDK's
+argument conversion then fails where that is harmless: an Update is rejected before its
+validator runs (never accepted, never in the history), a signal is dropped and logged, a
+query fails. Raising from the codec instead would fail the whole workflow task, and a
+signal stays in the history, so one bad signal would wedge the account workflow for good.
+
+``OVERTIME_PAYLOAD_ACCEPT_PLAINTEXT`` lets plain payloads through again, only for
+migrating a deployment that ran without encryption (its open runs hold plain payloads
+that must still replay).
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.converter import DataConverter, PayloadCodec
@@ -29,18 +42,36 @@ from overtime.settings import Settings
 ENCODING = b"binary/encrypted"
 KEY_ID_HEADER = "encryption-key-id"
 NONCE_BYTES = 12
+# Encodings no payload converter knows: what a refused payload decodes to (see above).
+REFUSED_PLAINTEXT = b"binary/overtime-refused-plaintext"
+REFUSED_UNDECRYPTABLE = b"binary/overtime-refused-undecryptable"
+REFUSED_ENCODINGS = frozenset({REFUSED_PLAINTEXT, REFUSED_UNDECRYPTABLE})
+
+log = logging.getLogger("overtime.temporal")
+
+
+class PayloadRefused(ValueError):
+    """A payload that does not decrypt (the codec server answers 400 for it)."""
 
 
 class EncryptionCodec(PayloadCodec):
     """AES-256-GCM per payload; the key id travels in the payload's metadata."""
 
-    def __init__(self, key_id: str, key: bytes, old_keys: dict[str, bytes] | None = None):
+    def __init__(
+        self,
+        key_id: str,
+        key: bytes,
+        old_keys: dict[str, bytes] | None = None,
+        *,
+        accept_plaintext: bool = False,
+    ):
         if len(key) != 32:
             raise ValueError("the payload key must be 32 bytes (base64 of 32 random bytes)")
         self._key_id = key_id
         self._ciphers = {key_id: AESGCM(key)}
         for old_id, old_key in (old_keys or {}).items():
             self._ciphers[old_id] = AESGCM(old_key)
+        self._accept_plaintext = accept_plaintext
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         encoded = []
@@ -56,25 +87,68 @@ class EncryptionCodec(PayloadCodec):
         return encoded
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        """Never raises for what a payload holds: refused ones come back as sentinels."""
         decoded = []
         for payload in payloads:
-            if payload.metadata.get("encoding") != ENCODING:
-                decoded.append(payload)  # written before encryption was on
+            encoding = payload.metadata.get("encoding", b"")
+            if encoding != ENCODING:
+                if self._accept_plaintext:
+                    decoded.append(payload)  # written before encryption was on
+                    continue
+                # Nothing of the payload itself is logged: it may hold personal data.
+                log.warning(
+                    "refused a payload that is not encrypted (encoding %r, %d bytes)",
+                    encoding[:64],
+                    len(payload.data),
+                )
+                decoded.append(_refused(REFUSED_PLAINTEXT))
                 continue
-            key_id = payload.metadata[KEY_ID_HEADER].decode()
-            cipher = self._ciphers.get(key_id)
-            if cipher is None:
-                raise ValueError(f"payload encrypted with unknown key id {key_id!r}")
-            nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
-            plain = Payload()
-            plain.ParseFromString(cipher.decrypt(nonce, sealed, None))
-            decoded.append(plain)
+            try:
+                decoded.append(self._decrypt(payload))
+            except PayloadRefused as err:
+                log.error("refused an encrypted payload: %s", err)
+                decoded.append(_refused(REFUSED_UNDECRYPTABLE))
         return decoded
+
+    def decode_strict(self, payloads: Sequence[Payload]) -> list[Payload]:
+        """For the codec server: plain payloads pass (the Web UI shows patch markers and
+        other plain payloads as they are), one that does not decrypt raises."""
+        return [p if p.metadata.get("encoding") != ENCODING else self._decrypt(p) for p in payloads]
+
+    def _decrypt(self, payload: Payload) -> Payload:
+        raw_key_id = payload.metadata.get(KEY_ID_HEADER)
+        if raw_key_id is None:
+            raise PayloadRefused("encrypted payload without a key id")
+        key_id = raw_key_id.decode("utf-8", errors="replace")
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise PayloadRefused(f"payload encrypted with unknown key id {key_id[:64]!r}")
+        nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+        plain = Payload()
+        try:
+            plain.ParseFromString(cipher.decrypt(nonce, sealed, None))
+        except (InvalidTag, ValueError, DecodeError) as err:
+            # InvalidTag: tampered or too short; ValueError: a nonce of the wrong size.
+            raise PayloadRefused(f"payload does not decrypt with key id {key_id!r}") from err
+        return plain
+
+
+def _refused(encoding: bytes) -> Payload:
+    return Payload(metadata={"encoding": encoding})
+
+
+def is_refused(payload: Payload) -> bool:
+    return payload.metadata.get("encoding") in REFUSED_ENCODINGS
 
 
 def codec_for(settings: Settings) -> EncryptionCodec:
     old = {kid: base64.b64decode(value) for kid, value in settings.payload_old_keys.items()}
-    return EncryptionCodec(settings.payload_key_id, base64.b64decode(settings.payload_key), old)
+    return EncryptionCodec(
+        settings.payload_key_id,
+        base64.b64decode(settings.payload_key),
+        old,
+        accept_plaintext=settings.payload_accept_plaintext,
+    )
 
 
 def data_converter_for(settings: Settings) -> DataConverter:

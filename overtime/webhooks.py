@@ -38,16 +38,31 @@ def verify_signature(
     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
     now: int | None = None,
 ) -> None:
-    """Raise :class:`SignatureError` unless ``header`` signs ``body`` with ``secret``."""
-    try:
-        parts = dict(item.split("=", 1) for item in header.split(","))
-        ts = int(parts["t"])
-        given = parts["v1"]
-    except (KeyError, ValueError) as err:
-        raise SignatureError("malformed signature header") from err
+    """Raise :class:`SignatureError` unless ``header`` signs ``body`` with ``secret``.
+
+    The timestamp must lie within ``tolerance_seconds`` of now in either direction (a
+    far-future one would keep a captured request replayable), and appear exactly once:
+    with two, which one was signed is ambiguous. Several ``v1`` values are allowed (a
+    sender rotating its secret signs with both); one must match.
+    """
+    stamps: list[str] = []
+    given: list[str] = []
+    for item in header.split(","):
+        name, sep, value = item.strip().partition("=")
+        if not sep:
+            raise SignatureError("malformed signature header")
+        if name == "t":
+            stamps.append(value)
+        elif name == "v1":
+            given.append(value)
+    if len(stamps) != 1 or not given or not (stamps[0].isascii() and stamps[0].isdigit()):
+        raise SignatureError("malformed signature header")
+    ts = int(stamps[0])
     current = int(time.time()) if now is None else now
     if abs(current - ts) > tolerance_seconds:
         raise SignatureError("signature timestamp outside tolerance")
     expected = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, given):
+    # Compare with every candidate (no early exit on the first match).
+    matches = [hmac.compare_digest(expected, candidate) for candidate in given]
+    if not any(matches):
         raise SignatureError("signature mismatch")

@@ -6,7 +6,6 @@ thin: auth, parse, one call into :mod:`starter.services`, shape the answer.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -15,29 +14,28 @@ from zoneinfo import ZoneInfo
 import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
 from billing.rules import ExtraMinutesSettings
-from overtime.db import as_utc, init_db, session_scope
+from overtime.db import as_utc, init_db
 from overtime.observability import configure_logging, free_port, metrics_runtime
 from overtime.payments import gateway_for
 from overtime.settings import Settings, get_settings
 from overtime.temporal import connect
 from starter import schemas
+from starter.admission import Admission, admitted
 from starter.auth import admin_only, telephony_only
 from starter.body_limit import BodySizeLimit
 from starter.codec_routes import router as codec_router
 from starter.dispatcher import AccountDispatcher
+from starter.edge import install_edge
 from starter.errors import ApiError
+from starter.health import install_health
+from starter.input_guard import InputGuard
 from starter.payment_routes import router as payment_router
 from starter.payments import PaymentService
 from starter.report_routes import router as report_router
@@ -55,7 +53,11 @@ ERROR_RESPONSES[503] = {
         "worker down, the account busy); retry after `Retry-After` seconds. Telephony: an "
         "authorisation answered 503 recorded nothing; a usage report may or may not have "
         "been recorded and must be retried until 200 (it is counted once). Retries send "
-        "the same `request_id`."
+        "the same `request_id`. `overloaded`: this API process (or this account) has as "
+        "many telephony requests waiting as it admits; answered at once, before anything "
+        "reached the workflow, so nothing was recorded (an authorisation reserved "
+        "nothing, a usage report must be retried). Retry after `Retry-After` seconds, "
+        "with jitter, the same `request_id`; another API instance may answer sooner."
     ),
     "headers": {
         "Retry-After": {
@@ -66,7 +68,8 @@ ERROR_RESPONSES[503] = {
 }
 
 
-def service_of(request: Request) -> AccountService:
+# Async: a plain ``def`` dependency would take a thread-pool hop on every request.
+async def service_of(request: Request) -> AccountService:
     return request.app.state.service
 
 
@@ -122,34 +125,27 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Telephony requests in flight, bounded per process and per account (starter/admission.py).
+    app.state.admission = Admission.from_settings(settings)
     _install_error_handlers(app)
     app.include_router(payment_router)
     app.include_router(codec_router)
     app.include_router(report_router)
     install_web(app)  # the web app (/app, /admin, /login), its session and static files
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    # The Temporal Web UI calls the codec server from its own origin.
+    # Inside the size limit: NUL bytes, invalid UTF-8, duplicate JSON keys -> 422.
+    app.add_middleware(InputGuard)
     app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.codec_cors_origins,
-        allow_methods=["POST"],
-        allow_headers=["content-type", "x-namespace", "authorization"],
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        timeout_seconds=settings.http_body_timeout_seconds,  # a dribbled body: 408
     )
+    # Outermost: the truthful client address (trusted proxies only), the Host check,
+    # and CORS for the Temporal Web UI on /codec only (starter/edge.py).
+    install_edge(app, settings)
 
     admin, telephony = admin_only, telephony_only
 
-    @app.get("/healthz", response_model=schemas.HealthOut, responses={503: {}})
-    async def healthz(request: Request) -> JSONResponse:
-        temporal_ok, worker_ok = await _temporal_health(request.app.state.temporal, settings)
-        database_ok = await run_in_threadpool(_database_health, settings)
-        healthy = temporal_ok and worker_ok and database_ok
-        body = schemas.HealthOut(
-            status="ok" if healthy else "degraded",
-            temporal=temporal_ok,
-            worker=worker_ok,
-            database=database_ok,
-        )
-        return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+    install_health(app, settings)  # /healthz (readiness) and /livez (starter/health.py)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> PlainTextResponse:
@@ -240,8 +236,11 @@ def create_app(
         dependencies=[telephony],
         responses=ERROR_RESPONSES,
     )
-    async def authorize(body: schemas.AuthorizeIn, service: Service) -> schemas.AuthorizeOut:
-        result = await service.authorize(body.account_id, body.call_id, body.request_id)
+    async def authorize(
+        body: schemas.AuthorizeIn, service: Service, request: Request
+    ) -> schemas.AuthorizeOut:
+        with admitted(request, body.account_id, "authorize"):  # else 503 overloaded
+            result = await service.authorize(body.account_id, body.call_id, body.request_id)
         if result.allowed:
             return schemas.AuthorizeOut(allowed=True, granted_seconds=result.granted_seconds)
         return schemas.AuthorizeOut(allowed=False, reason=result.reason)  # type: ignore[arg-type]
@@ -252,10 +251,11 @@ def create_app(
         dependencies=[telephony],
         responses=ERROR_RESPONSES,
     )
-    async def usage(body: schemas.UsageIn, service: Service) -> schemas.UsageOut:
-        result = await service.report_usage(
-            body.account_id, body.call_id, body.seconds, body.request_id
-        )
+    async def usage(body: schemas.UsageIn, service: Service, request: Request) -> schemas.UsageOut:
+        with admitted(request, body.account_id, "usage"):  # else 503 overloaded
+            result = await service.report_usage(
+                body.account_id, body.call_id, body.seconds, body.request_id
+            )
         return schemas.UsageOut(recorded=bool(result.recorded), duplicate=bool(result.duplicate))
 
     return app
@@ -319,37 +319,23 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        if err.status_code == 400:
+            # FastAPI's "There was an error parsing the body": bad input, like any other.
+            return JSONResponse(
+                {"error": "invalid_request", "detail": f"the body cannot be read: {err.detail}"},
+                status_code=422,
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
         return JSONResponse({"error": code, "detail": str(err.detail)}, status_code=err.status_code)
 
 
-async def _temporal_health(client: Client, settings: Settings) -> tuple[bool, bool]:
-    try:
-        response = await asyncio.wait_for(
-            client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace=settings.temporal_namespace,
-                    task_queue=TaskQueue(name=settings.task_queue),
-                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-                )
-            ),
-            timeout=5,
-        )
-    except Exception:
-        return False, False
-    return True, len(response.pollers) > 0
-
-
-def _database_health(settings: Settings) -> bool:
-    try:
-        with session_scope(settings.resolved_database_url()) as session:
-            session.exec(text("SELECT 1"))  # type: ignore[call-overload]
-        return True
-    except Exception:
-        return False
-
-
 def app_from_env() -> FastAPI:
+    # Imported here: only the process entry point checks (tests build apps with their
+    # own dev secrets through create_app).
+    from overtime.production import require_production_ready
+
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    # Before anything connects: production with a dev secret exits here, naming each.
+    require_production_ready(settings)
     return create_app(settings)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import Depends, Request
 
@@ -15,10 +16,13 @@ def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def require_token(*token_names: str) -> Callable[[Request], None]:
+def require_token(*token_names: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
     """A dependency that admits a request bearing any of the named settings' tokens."""
 
-    def check(request: Request) -> None:
+    # Async although it never awaits: FastAPI runs a plain ``def`` dependency in the
+    # thread pool (40 threads), and under a burst every telephony request queued there
+    # before admission control could shed it (starter/admission.py).
+    async def check(request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:

@@ -220,7 +220,7 @@ async def ensure_account(
     body: dict[str, Any] = {"account_id": account_id, "email": email, "plan": plan}
     if locale:
         body["locale"] = locale
-    if timezone:
+    if timezone is not None:
         body["timezone"] = timezone
     response = await client.post("/v1/accounts", json=body, headers=endpoint.admin)
     if response.status_code == 409 and error_of(response).code == "account_exists":
@@ -285,7 +285,7 @@ def cmd_accounts_create(args: argparse.Namespace, endpoint: Endpoint) -> int:
     body: dict[str, Any] = {"account_id": args.account_id, "email": args.email, "plan": args.plan}
     if args.locale:
         body["locale"] = args.locale
-    if args.timezone:
+    if args.timezone is not None:
         body["timezone"] = args.timezone
     with endpoint.sync_client() as client:
         account = checked(client.post("/v1/accounts", json=body, headers=endpoint.admin))

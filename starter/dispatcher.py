@@ -160,14 +160,21 @@ class AccountDispatcher:
     # --- telephony --------------------------------------------------------------------
 
     async def telephony(
-        self, start_input: AccountWorkflowInput, request: TelephonyRequest
+        self,
+        start_input: AccountWorkflowInput,
+        request: TelephonyRequest,
+        arrived: float | None = None,
     ) -> TelephonyResult:
         """The workflow's answer, or :class:`DispatchTimeout` at the request's deadline.
 
         ``request.request_id`` (the caller's, stable across its retries) defaults to a
-        new uuid; the deadline is set here, from the request's arrival.
+        new uuid; the deadline is the telephony timeout after ``arrived`` (the event
+        loop's clock when the HTTP request came in: loading the account counts against
+        the same budget), or after now.
         """
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        remaining = self._telephony_timeout - (now - arrived if arrived is not None else 0.0)
         account_id = start_input.profile.account_id
         queue = self._queues.get(account_id)
         if queue is None:
@@ -175,11 +182,9 @@ class AccountDispatcher:
         request = replace(
             request,
             request_id=request.request_id or str(uuid.uuid4()),
-            deadline=datetime.now(UTC) + timedelta(seconds=self._telephony_timeout),
+            deadline=datetime.now(UTC) + timedelta(seconds=max(remaining, 0.0)),
         )
-        waiter = _Waiter(
-            request, loop.create_future(), deadline=loop.time() + self._telephony_timeout
-        )
+        waiter = _Waiter(request, loop.create_future(), deadline=now + max(remaining, 0.0))
         queue.pending.append(waiter)
         timer = loop.call_at(waiter.deadline, self._give_up, account_id, waiter)
         self._pump(account_id, queue)

@@ -7,24 +7,28 @@ workflow about payment outcomes through a signal.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import stripe
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
+from temporalio.api.common.v1 import Payloads, WorkflowExecution
+from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from billing.rules import period_key
 from overtime.db import session_scope
 from overtime.models import Account, Invoice, StripeEvent
 from overtime.observability import WEBHOOK_FAILURES, count
 from overtime.stripe_gateway import PaymentMethodInfo, StripeGateway, is_retryable
-from starter.dispatcher import DispatchTimeout
+from starter.dispatcher import DispatchTimeout, WorkflowRejected
 from starter.errors import ApiError, unavailable
 from starter.services import AccountService
 from workflows.invoice import InvoiceWorkflow
@@ -51,11 +55,19 @@ UNPAID = ("open", "payment_failed", "draft")
 
 
 @dataclass
+class _InFlight:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+@dataclass
 class PaymentService:
     accounts: AccountService
     gateway: StripeGateway
     client: Client
     webhook_secret: str
+    # Deliveries of one Stripe event in flight in this process wait for each other.
+    _in_flight: dict[str, _InFlight] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def _db(self) -> str:
@@ -128,6 +140,9 @@ class PaymentService:
             # One change id per API call: applied once however often it is retried.
             change = PaymentMethodChange(on_file=on_file, actor=actor, change_id=str(uuid.uuid4()))
             await self.accounts.dispatcher.payment_method(start_input, change)
+        except WorkflowRejected as err:
+            # The validator refused it (an actor it does not know): an answer, not a 500.
+            raise ApiError(422, err.code, err.detail) from err
         except DispatchTimeout as err:
             raise unavailable(str(err), err.retry_after) from err
 
@@ -174,17 +189,34 @@ class PaymentService:
     # --- Stripe's webhooks --------------------------------------------------------------
 
     async def webhook(self, payload: bytes, signature: str | None) -> dict[str, object]:
-        """Verify, dedupe by event id, and forward payment news to the invoice workflow."""
+        """Verify, dedupe by event id, and forward payment news to the invoice workflow.
+
+        An event is recorded as handled (``stripe_event``) only once its signal reached
+        Temporal, or once there is nothing to tell (no such invoice, its workflow has
+        finished). When Temporal cannot be reached the answer is 503 and nothing is
+        recorded, so Stripe delivers the event again later.
+
+        At most one signal per event id: deliveries of one event in this process wait
+        for each other, and the signal carries a request id derived from the event id,
+        which the Temporal server deduplicates per workflow run, so concurrent
+        deliveries to two API processes (or a retry after a lost answer) signal once.
+        """
         if not signature:
             raise ApiError(400, "invalid_signature", "missing Stripe-Signature header")
+        settings = self.accounts.settings
+        tolerance = settings.stripe_webhook_tolerance_seconds
         try:
-            event = stripe.Webhook.construct_event(payload, signature, self.webhook_secret)
+            # Stripe's library refuses timestamps older than the tolerance only.
+            event = stripe.Webhook.construct_event(
+                payload, signature, self.webhook_secret, tolerance=tolerance
+            )
+            _refuse_future_timestamp(signature, tolerance)
         except (ValueError, stripe.SignatureVerificationError) as err:
             if self.accounts.meter is not None:
                 count(self.accounts.meter, WEBHOOK_FAILURES, direction="stripe")
             log.warning("Stripe webhook refused", extra={"reason": str(err)})
             raise ApiError(400, "invalid_signature", f"webhook refused: {err}") from err
-        event_type = str(event["type"])
+        event_id, event_type = str(event["id"]), str(event["type"])
         obj = event["data"]["object"]
         if event_type in INVOICE_EVENTS:
             stripe_invoice_id, status = str(obj["id"]), INVOICE_EVENTS[event_type]
@@ -196,38 +228,105 @@ class PaymentService:
         else:
             return {"received": True, "handled": False}
 
-        def first_time() -> Invoice | bool | None:
+        pending = self._in_flight.setdefault(event_id, _InFlight())
+        pending.users += 1
+        try:
+            async with pending.lock:
+                return await self._deliver(event_id, event_type, stripe_invoice_id, status)
+        finally:
+            pending.users -= 1
+            if pending.users == 0:
+                del self._in_flight[event_id]
+
+    async def _deliver(
+        self, event_id: str, event_type: str, stripe_invoice_id: str, status: str
+    ) -> dict[str, object]:
+        def look_up() -> tuple[bool, Invoice | None]:
+            with session_scope(self._db) as session:
+                if session.get(StripeEvent, event_id) is not None:
+                    return True, None
+                invoice = session.exec(
+                    select(Invoice).where(Invoice.stripe_invoice_id == stripe_invoice_id)
+                ).first()
+                return False, invoice
+
+        def record() -> bool:
+            """True when this delivery recorded the event, False when another had."""
             with session_scope(self._db) as session:
                 session.add(
-                    StripeEvent(
-                        event_id=str(event["id"]), type=event_type, received_at=datetime.now(UTC)
-                    )
+                    StripeEvent(event_id=event_id, type=event_type, received_at=datetime.now(UTC))
                 )
                 try:
                     session.commit()
                 except IntegrityError:
                     return False
-                return session.exec(
-                    select(Invoice).where(Invoice.stripe_invoice_id == stripe_invoice_id)
-                ).first()
+                return True
 
-        invoice = await run_in_threadpool(first_time)
-        if invoice is False:
+        seen, invoice = await run_in_threadpool(look_up)
+        if seen:
             return {"received": True, "duplicate": True}
-        if invoice is None or isinstance(invoice, bool):
-            return {"received": True, "handled": False}
-        handle = self.client.get_workflow_handle(
-            invoice_workflow_id(invoice.account_id, period_key(invoice.period_start))
-        )
+        if invoice is None:
+            # Not one of our invoices (or not yet written): nothing to tell anyone; the
+            # invoice workflow reconciles with Stripe on its own schedule.
+            first = await run_in_threadpool(record)
+            return {"received": True, "handled": False} if first else _DUPLICATE
+        workflow_id = invoice_workflow_id(invoice.account_id, period_key(invoice.period_start))
         try:
-            await handle.signal(
-                InvoiceWorkflow.stripe_event,
-                PaymentEvent(event_id=str(event["id"]), status=status),
-            )
-        except RPCError:
+            await self._signal_invoice(workflow_id, PaymentEvent(event_id=event_id, status=status))
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise self._undelivered(event_id, workflow_id, err) from err
             # The invoice's workflow has finished: it already knows the final state.
-            return {"received": True, "handled": False}
-        return {"received": True, "handled": True}
+            first = await run_in_threadpool(record)
+            return {"received": True, "handled": False} if first else _DUPLICATE
+        except (TimeoutError, RuntimeError) as err:
+            # No answer in time, or no connection at all ("Failed client connect").
+            raise self._undelivered(event_id, workflow_id, err) from err
+        try:
+            first = await run_in_threadpool(record)
+        except SQLAlchemyError as err:
+            # Signalled but not recorded: Stripe's retry signals again with the same
+            # request id, which Temporal drops, and then records it.
+            log.warning("Stripe event %s signalled but not recorded", event_id, exc_info=True)
+            raise unavailable("the event could not be recorded; retry", 5) from err
+        return {"received": True, "handled": True} if first else _DUPLICATE
+
+    async def _signal_invoice(self, workflow_id: str, event: PaymentEvent) -> None:
+        """Signal ``stripe_event`` with a request id Temporal deduplicates.
+
+        ``WorkflowHandle.signal`` gives every call a random request id; the same call
+        through the workflow service with ``stripe-event:<id>`` makes a second delivery
+        of one event a no-op on the server. The input goes through the client's data
+        converter (encryption included), as the SDK's own signal does; Overtime's codec
+        needs no per-workflow serialisation context.
+        """
+        timeout = self.accounts.settings.stripe_webhook_signal_timeout_seconds
+        request = SignalWorkflowExecutionRequest(
+            namespace=self.client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id),
+            signal_name=STRIPE_EVENT_SIGNAL,
+            input=Payloads(payloads=await self.client.data_converter.encode([event])),
+            identity=self.client.identity,
+            request_id=f"stripe-event:{event.event_id}",
+        )
+        await asyncio.wait_for(
+            self.client.workflow_service.signal_workflow_execution(
+                request, retry=True, timeout=timedelta(seconds=timeout)
+            ),
+            timeout,
+        )
+
+    def _undelivered(self, event_id: str, workflow_id: str, err: BaseException) -> ApiError:
+        if self.accounts.meter is not None:
+            count(self.accounts.meter, WEBHOOK_FAILURES, direction="stripe_signal")
+        log.warning(
+            "Stripe event not delivered to its invoice workflow; answering 503 so Stripe retries",
+            extra={"event_id": event_id, "workflow_id": workflow_id, "error": str(err)},
+        )
+        return unavailable(
+            "the invoice workflow could not be reached; the event was not recorded, retry",
+            DispatchTimeout.retry_after,
+        )
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -243,6 +342,29 @@ class PaymentService:
             if is_retryable(err):
                 raise ApiError(503, "stripe_unavailable", "Stripe is unavailable, retry") from err
             raise ApiError(502, "stripe_error", str(err)) from err
+
+
+_DUPLICATE: dict[str, object] = {"received": True, "duplicate": True}
+# InvoiceWorkflow.stripe_event's signal name (the method's name, see workflows/invoice.py).
+STRIPE_EVENT_SIGNAL = "stripe_event"
+
+
+def _refuse_future_timestamp(header: str, tolerance: int) -> None:
+    """Refuse a signature dated more than ``tolerance`` seconds ahead of our clock.
+
+    Stripe's library checks only the other direction; a far-future timestamp would make
+    a captured request replayable for as long as it lies ahead. A header with two
+    timestamps is refused as well: it is ambiguous which one was signed.
+    """
+    stamps = [p.strip()[2:] for p in header.split(",") if p.strip().startswith("t=")]
+    if len(stamps) != 1:
+        raise ValueError("the signature header must carry exactly one timestamp")
+    try:
+        timestamp = int(stamps[0])
+    except ValueError as err:
+        raise ValueError("the signature timestamp is not a number") from err
+    if timestamp - time.time() > tolerance:
+        raise ValueError("the signature timestamp is in the future, outside the tolerance")
 
 
 def _field(obj: object, name: str) -> object:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -26,12 +26,60 @@ class PlanOut(BaseModel):
     extra_minute_price_cents: int
 
 
+def _string_or_absent(schema: dict[str, Any]) -> None:
+    """OpenAPI: a string that may be left out, but not null (see AccountIn.timezone)."""
+    schema.pop("anyOf", None)
+    schema.pop("default", None)
+    schema.update(type="string", maxLength=64)
+
+
 class AccountIn(Body):
-    account_id: str = Field(pattern=ID_PATTERN)
-    email: EmailStr
+    """A new account. Values are stored as sent or refused (422), never silently
+    trimmed; ``account_id`` and ``email`` are unique whatever their case (409)."""
+
+    account_id: str = Field(
+        pattern=ID_PATTERN,
+        description="Unique, also case-insensitively: `SEC-A1` and `sec-a1` cannot both exist.",
+    )
+    email: EmailStr = Field(
+        description=(
+            "A bare address (`name@example.com`): no display name (`Name <...>`), no "
+            "surrounding spaces. The domain is stored normalised (lower case). One account "
+            "per address, compared case-insensitively (409 `email_taken`)."
+        )
+    )
     plan: str = Field(min_length=1, max_length=64)
     locale: Literal["de", "en"] | None = None
-    timezone: str | None = Field(default=None, max_length=64)
+    timezone: str | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "An IANA time zone name such as `Europe/Berlin` (422 `invalid_timezone` "
+            "otherwise, the empty string included). Leave it out for the server's default; "
+            "null is refused."
+        ),
+        json_schema_extra=_string_or_absent,
+    )
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _bare_address(cls, value: object) -> object:
+        # EmailStr would quietly turn " Name <a@b.com> " into "a@b.com": what was sent
+        # and what is stored must not differ behind the caller's back.
+        if isinstance(value, str):
+            if value != value.strip():
+                raise ValueError("no leading or trailing spaces allowed")
+            if "<" in value or ">" in value:
+                raise ValueError("a bare address without a display name, e.g. name@example.com")
+            if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+                raise ValueError("no control characters allowed")
+        return value
+
+    @model_validator(mode="after")
+    def _timezone_given_or_absent(self) -> AccountIn:
+        if "timezone" in self.model_fields_set and self.timezone is None:
+            raise ValueError("timezone: give an IANA zone name, or leave it out for the default")
+        return self
 
 
 class AccountOut(BaseModel):
@@ -132,11 +180,27 @@ class NotificationOut(BaseModel):
     error: str | None = None
 
 
+class CheckOut(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+Dependency = Literal["temporal", "worker", "database"]
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
+    # One flag per dependency (kept for existing monitors), the names of those down, and
+    # each check's answer (starter/health.py).
     temporal: bool
     worker: bool
     database: bool
+    down: list[Dependency] = []
+    checks: dict[str, CheckOut] = {}
+
+
+class LiveOut(BaseModel):
+    status: Literal["alive"]
 
 
 class PaymentSetupOut(BaseModel):

@@ -12,10 +12,11 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import cache
+from zoneinfo import available_timezones
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, func, select
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import MetricMeter
@@ -30,7 +31,7 @@ from billing.rules import (
     validate_settings,
 )
 from overtime.catalog import load_catalog
-from overtime.db import as_utc, session_scope
+from overtime.db import as_utc, serialised, session_scope
 from overtime.models import Account, Notification, Plan
 from overtime.observability import AUTHORIZATIONS, count
 from overtime.settings import Settings
@@ -57,6 +58,48 @@ ACCOUNT_CACHE_SECONDS = 30.0
 REJECTION_STATUS = {"not_eligible": 409, "payment_method_required": 409, "invalid_limit": 422}
 # Per-item answers that recorded nothing: the API answers them 503 unavailable.
 UNANSWERED = {REASON_EXPIRED, REASON_UNAVAILABLE}
+# Files in the zone database that are not zones: the machine's own setting, a template
+# for POSIX rules, and a placeholder that means "unknown".
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@cache
+def time_zones() -> frozenset[str]:
+    """IANA zone names this machine knows (system zone files and the tzdata package)."""
+    return frozenset(available_timezones()) - NOT_ZONES
+
+
+def is_time_zone(name: str) -> bool:
+    # A set look-up, never a path: ZoneInfo() would also open "../../etc/..." style keys.
+    return name in time_zones()
+
+
+def _refuse_taken(session: Session, account_id: str, email: str) -> None:
+    """409 when the id (whatever its case) or the email address (idem) is in use.
+
+    Existing look-ups stay exact; this is only the check at creation. Sign-in is by
+    email and notices go to it, so an address belongs to one account. Both sides are
+    lowered by the database (on SQLite that folds ASCII letters only).
+    """
+    same_id = session.exec(
+        select(Account.account_id).where(func.lower(Account.account_id) == account_id.lower())
+    ).first()
+    if same_id is not None:
+        raise ApiError(
+            409,
+            "account_exists",
+            f"account {account_id!r} exists"
+            + ("" if same_id == account_id else f" as {same_id!r} (ids ignore case)"),
+        )
+    same_email = session.exec(
+        select(Account.account_id).where(func.lower(Account.email) == func.lower(email))
+    ).first()
+    if same_email is not None:
+        raise ApiError(
+            409,
+            "email_taken",
+            f"another account already uses the email address {email!r}",
+        )
 
 
 @dataclass
@@ -112,11 +155,14 @@ class AccountService:
     ) -> Account:
         if plan not in self.catalog:
             raise ApiError(422, "unknown_plan", f"no plan {plan!r}; see GET /v1/plans")
-        zone = timezone or self.settings.default_timezone
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError) as err:
-            raise ApiError(422, "invalid_timezone", f"unknown time zone {zone!r}") from err
+        # Only an absent zone takes the default; "" is a mistake, not a wish for Berlin.
+        zone = self.settings.default_timezone if timezone is None else timezone
+        if not is_time_zone(zone):
+            raise ApiError(
+                422,
+                "invalid_timezone",
+                f"unknown time zone {zone!r}: give an IANA name such as 'Europe/Berlin'",
+            )
         account = Account(
             account_id=account_id,
             email=email,
@@ -128,12 +174,19 @@ class AccountService:
         )
 
         def insert() -> None:
-            with session_scope(self._db) as session:
-                session.add(account)
-                try:
-                    session.commit()
-                except IntegrityError as err:
-                    raise ApiError(409, "account_exists", f"account {account_id!r} exists") from err
+            # One creation at a time per address, in every API process: the check below
+            # and the insert cannot interleave with another request for the same email.
+            # (Ids need no lock: the unique index on lower(account_id) holds them.)
+            with serialised(self._db, f"account-email:{email.lower()}"):
+                with session_scope(self._db) as session:
+                    _refuse_taken(session, account_id, email)
+                    session.add(account)
+                    try:
+                        session.commit()
+                    except IntegrityError as err:
+                        raise ApiError(
+                            409, "account_exists", f"account {account_id!r} exists"
+                        ) from err
 
         await run_in_threadpool(insert)
         # The only start that may trust that nothing was settled yet (see new_account).
@@ -190,10 +243,11 @@ class AccountService:
     async def authorize(
         self, account_id: str, call_id: str, request_id: str | None = None
     ) -> TelephonyResult:
+        arrived = asyncio.get_running_loop().time()
         start_input = await self._load_for_telephony(account_id)
         try:
             result = await self._dispatch(
-                start_input, TelephonyRequest(AUTHORIZE, call_id, request_id=request_id)
+                start_input, TelephonyRequest(AUTHORIZE, call_id, request_id=request_id), arrived
             )
         except ApiError as err:
             if err.status == 503 and self.meter is not None:
@@ -222,9 +276,10 @@ class AccountService:
                 "invalid_seconds",
                 f"seconds must be at most {self.settings.max_call_seconds} for one call",
             )
+        arrived = asyncio.get_running_loop().time()
         start_input = await self._load_for_telephony(account_id)
         return await self._dispatch(
-            start_input, TelephonyRequest(USAGE, call_id, seconds, request_id=request_id)
+            start_input, TelephonyRequest(USAGE, call_id, seconds, request_id=request_id), arrived
         )
 
     async def _load_for_telephony(self, account_id: str) -> AccountWorkflowInput:
@@ -240,10 +295,12 @@ class AccountService:
             ) from err
 
     async def _dispatch(
-        self, start_input: AccountWorkflowInput, request: TelephonyRequest
+        self, start_input: AccountWorkflowInput, request: TelephonyRequest, arrived: float
     ) -> TelephonyResult:
+        """One deadline from the request's arrival covers the account load and the
+        workflow's answer together."""
         try:
-            result = await self.dispatcher.telephony(start_input, request)
+            result = await self.dispatcher.telephony(start_input, request, arrived)
         except DispatchTimeout as err:
             raise unavailable(str(err), err.retry_after) from err
         except WorkflowRejected as err:

@@ -354,7 +354,7 @@ class Api:
                 continue
             if response.status_code != 503 or loop.time() > give_up:
                 break
-            assert response.json()["error"] == "unavailable", response.text
+            assert response.json()["error"] in ("unavailable", "overloaded"), response.text
             await asyncio.sleep(min(float(response.headers.get("Retry-After", 1)), 1.0))
         assert response.status_code == 200, response.text
         return response.json()
@@ -402,7 +402,16 @@ async def start_api(settings: Settings, client: Client) -> tuple[uvicorn.Server,
     port = free_port()
     app = create_app(settings, client=client)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            # uvicorn's own X-Forwarded-For handling trusts 127.0.0.1 by default; the app
+            # believes only settings.trusted_proxies (starter/edge.py).
+            proxy_headers=False,
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -410,7 +419,10 @@ async def start_api(settings: Settings, client: Client) -> tuple[uvicorn.Server,
             task.result()
         await asyncio.sleep(0.02)
     base = f"http://127.0.0.1:{port}"
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+    # An idle connection is dropped by the client (2 s) before the server closes it (uvicorn's
+    # keep-alive, 5 s): reusing one the server is closing at that moment fails with a
+    # ReadError, the classic keep-alive race every HTTP client must stay clear of.
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=2.0)
 
     def client_with(token: str | None) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from overtime.db import session_scope
-from overtime.models import SettingsChange, UsageEntry
+from overtime.models import Account, SettingsChange, UsageEntry
 from tests.conftest import Api
 
 
@@ -138,6 +141,116 @@ async def test_account_creation_refusals(api: Api, account: str) -> None:
     assert_error(await api.admin.get("/v1/accounts/new-one/state"), 404)
 
 
+@pytest.mark.parametrize(
+    "timezone",
+    [
+        "",
+        " ",
+        "localtime",
+        "posixrules",
+        "Factory",
+        "/etc/localtime",
+        "../../../etc/localtime",
+        "Europe/Berlin ",
+        "europe/berlin",
+        "posix/Europe/Berlin",
+        "Mars/Olympus",
+    ],
+)
+async def test_only_real_time_zone_names(api: Api, timezone: str) -> None:
+    account_id = f"tz-{uuid.uuid4().hex[:10]}"
+    body = {"account_id": account_id, "email": f"{account_id}@example.com", "plan": "starter"}
+    assert_error(
+        await api.admin.post("/v1/accounts", json={**body, "timezone": timezone}),
+        422,
+        "invalid_timezone",
+    )
+    assert_error(await api.admin.get(f"/v1/accounts/{account_id}/state"), 404)
+
+
+async def test_time_zone_absent_takes_the_default_null_is_refused(api: Api) -> None:
+    account_id = f"tz-{uuid.uuid4().hex[:10]}"
+    body = {"account_id": account_id, "email": f"{account_id}@example.com", "plan": "starter"}
+    assert_error(await api.admin.post("/v1/accounts", json={**body, "timezone": None}), 422)
+    created = await api.admin.post("/v1/accounts", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["timezone"] == api.settings.default_timezone
+    other = f"tz-{uuid.uuid4().hex[:10]}"
+    tokyo = await api.admin.post(
+        "/v1/accounts",
+        json={
+            "account_id": other,
+            "email": f"{other}@example.com",
+            "plan": "starter",
+            "timezone": "Asia/Tokyo",
+        },
+    )
+    assert tokyo.status_code == 201 and tokyo.json()["timezone"] == "Asia/Tokyo"
+    assert (await api.state(other))["period_start"].endswith("+09:00")
+
+
+async def test_account_ids_and_emails_are_unique_whatever_their_case(api: Api) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    account_id, email = f"SEC-A1-{suffix}", f"Owner.{suffix}@Example.com"
+    body = {"account_id": account_id, "email": email, "plan": "starter"}
+    assert (await api.admin.post("/v1/accounts", json=body)).status_code == 201
+    twin_id = await api.admin.post(
+        "/v1/accounts",
+        json={**body, "account_id": account_id.lower(), "email": f"other.{suffix}@example.com"},
+    )
+    assert_error(twin_id, 409, "account_exists")
+    assert account_id in twin_id.json()["detail"]
+    for taken in (email, email.lower(), email.upper()):
+        answer = await api.admin.post(
+            "/v1/accounts", json={**body, "account_id": f"other-{suffix}", "email": taken}
+        )
+        assert_error(answer, 409, "email_taken")
+    # Look-ups stay exact: the lower-case id is not an alias of the account.
+    assert_error(await api.admin.get(f"/v1/accounts/{account_id.lower()}/state"), 404)
+    assert (await api.admin.get(f"/v1/accounts/{account_id}/state")).status_code == 200
+    # The database holds the rule too (migration 0006), not only the check in code.
+    with session_scope(api.settings.resolved_database_url()) as session:
+        session.add(
+            Account(
+                account_id=account_id.lower(),
+                email=f"direct.{suffix}@example.com",
+                plan="starter",
+                created_at=datetime.now(UTC),
+            )
+        )
+        with pytest.raises(IntegrityError):
+            session.commit()
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        " padded@example.com",
+        "padded@example.com ",
+        "Jane Doe <jane@example.com>",
+        "<jane@example.com>",
+        "tab\t@example.com",
+    ],
+)
+async def test_emails_are_refused_not_silently_changed(api: Api, email: str) -> None:
+    account_id = f"em-{uuid.uuid4().hex[:10]}"
+    answer = await api.admin.post(
+        "/v1/accounts",
+        json={"account_id": account_id, "email": email, "plan": "starter"},
+    )
+    assert_error(answer, 422, "invalid_request")
+    assert "email" in answer.json()["detail"]
+    assert_error(await api.admin.get(f"/v1/accounts/{account_id}/state"), 404)
+
+
+async def test_account_schema_in_openapi(api: Api) -> None:
+    spec = (await api.anonymous.get("/openapi.json")).json()
+    schema = spec["components"]["schemas"]["AccountIn"]["properties"]
+    assert schema["timezone"]["type"] == "string" and "anyOf" not in schema["timezone"]
+    assert "IANA" in schema["timezone"]["description"]
+    assert "display name" in schema["email"]["description"]
+
+
 async def test_malformed_json_is_a_422(api: Api, account: str) -> None:
     response = await api.telephony.post(
         "/v1/calls/usage", content=b"{not json", headers={"Content-Type": "application/json"}
@@ -167,7 +280,19 @@ async def test_plans_and_openapi(api: Api) -> None:
 async def test_health_reports_each_dependency(api: Api) -> None:
     response = await api.anonymous.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "temporal": True, "worker": True, "database": True}
+    body = response.json()
+    assert {k: body[k] for k in ("status", "temporal", "worker", "database", "down")} == {
+        "status": "ok",
+        "temporal": True,
+        "worker": True,
+        "database": True,
+        "down": [],
+    }
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {
+        "temporal": True,
+        "worker": True,
+        "database": True,
+    }
 
 
 async def test_a_streamed_oversized_body_is_cut_off(api: Api, account: str) -> None:

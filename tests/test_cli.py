@@ -85,6 +85,37 @@ async def test_create_then_state_shows_the_account(
     assert err.startswith("error: account_exists: ")
 
 
+async def test_bad_account_data_exits_non_zero_with_the_apis_reason(
+    api: Api, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI sends what it was given (an empty time zone is not "no time zone") and
+    passes the API's refusal on: a non-zero exit and the reason on stderr."""
+    account = new_id()
+    for zone in ("", "localtime", "Mars/Olympus"):
+        code, out, err = await run_cli(
+            api, capsys, "accounts", "create", account,
+            "--email", f"{account}@example.com", "--plan", "starter", "--timezone", zone,
+        )  # fmt: skip
+        assert code == cli.EXIT_API_ERROR, (zone, out)
+        assert err.startswith("error: invalid_timezone: "), err
+    code, _, err = await run_cli(
+        api, capsys, "accounts", "create", account,
+        "--email", f"{account}@example.com", "--plan", "starter",
+    )  # fmt: skip
+    assert (code, err) == (0, ""), err
+    # The same id in another case is the same account; so is the same email.
+    code, _, err = await run_cli(
+        api, capsys, "accounts", "create", account.upper(),
+        "--email", f"other-{account}@example.com", "--plan", "starter",
+    )  # fmt: skip
+    assert code == cli.EXIT_API_ERROR and err.startswith("error: account_exists: "), err
+    code, _, err = await run_cli(
+        api, capsys, "accounts", "create", new_id(),
+        "--email", f"{account.upper()}@EXAMPLE.com", "--plan", "starter",
+    )  # fmt: skip
+    assert code == cli.EXIT_API_ERROR and err.startswith("error: email_taken: "), err
+
+
 @pytest.mark.parametrize(
     ("text", "cents"),
     [

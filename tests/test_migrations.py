@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-from overtime.db import engine_for, init_db
+from overtime.db import alembic_config, engine_for, init_db
 
 
 def test_migrations_build_exactly_the_models_schema(database_url: str) -> None:
@@ -37,3 +40,17 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
     with engine_for(database_url).connect() as connection:
         version = MigrationContext.configure(connection).get_current_revision()
     assert version is not None
+
+
+def test_web_sessions_migration_goes_up_and_down(tmp_path: Path) -> None:
+    """0005 adds the server-side session and sign-in code tables and removes them again."""
+    engine = engine_for(f"sqlite:///{tmp_path / 'sessions.db'}")
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0005")
+    tables = set(inspect(engine).get_table_names())
+    assert {"web_session", "web_login_code"} <= tables
+    indexes = {i["name"] for i in inspect(engine).get_indexes("web_session")}
+    assert {"ix_web_session_account_id", "ix_web_session_expires_at"} <= indexes
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0004")
+    assert not {"web_session", "web_login_code"} & set(inspect(engine).get_table_names())

@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from overtime.settings import Settings
-from overtime.temporal import data_converter_for
+from overtime.temporal import ENCODING, data_converter_for
 from tests.conftest import SHORT_PERIOD_SECONDS, Api, eventually
 from workflows.account import AccountWorkflow
 from workflows.invoice import InvoiceWorkflow
@@ -37,13 +37,31 @@ def recorded_histories() -> list[Path]:
     return sorted(HISTORIES.glob("*.json"))
 
 
+def recorded_without_encryption(history: WorkflowHistory) -> bool:
+    """v1 ran before payload encryption: its start input (and all else) is plain JSON."""
+    started = history.events[0].workflow_execution_started_event_attributes
+    return started.input.payloads[0].metadata.get("encoding") != ENCODING
+
+
 @pytest.mark.parametrize("path", recorded_histories(), ids=lambda p: p.stem)
 async def test_recorded_history_replays(path: Path, settings: Settings) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
-    replayer = Replayer(
-        workflows=[AccountWorkflow, InvoiceWorkflow], data_converter=data_converter_for(settings)
+    # Plain payloads are refused unless the migration switch is on, which is what a
+    # deployment that ran without encryption sets until its old runs have ended.
+    plaintext = recorded_without_encryption(history)
+    converter = data_converter_for(
+        settings.model_copy(update={"payload_accept_plaintext": plaintext})
     )
+    replayer = Replayer(workflows=[AccountWorkflow, InvoiceWorkflow], data_converter=converter)
     await replayer.replay_workflow(history)
+    if plaintext:
+        # Without the switch such a run cannot go on (its start input is refused).
+        strict = Replayer(
+            workflows=[AccountWorkflow, InvoiceWorkflow],
+            data_converter=data_converter_for(settings),
+        )
+        result = await strict.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is not None
 
 
 def test_histories_are_recorded() -> None:

@@ -581,3 +581,27 @@ async def test_temporal_down_answers_503_at_once_and_counts_the_report_once(
     assert answer["recorded"] is True
     await state_when(api, account, used_seconds=90, reserved_seconds=0)
     await eventually(lambda: len(ledger_rows(api, account, "running")) == 1, timeout=RECOVERY)
+
+
+async def test_time_spent_before_dispatch_counts_against_the_same_deadline() -> None:
+    """The account load and the workflow's answer share one budget from the request's
+    arrival: a request that spent most of its timeout loading the account gets only the
+    rest for the workflow, never a fresh timeout."""
+
+    async def slow(batch: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return granted(batch)
+
+    client = ScriptedClient(slow)
+    dispatcher = dispatcher_for(client, timeout=0.5, cap=2.0)
+    loop = asyncio.get_running_loop()
+    # Arrived 0.35 s ago (spent loading): 0.15 s remain, less than the workflow needs.
+    late, elapsed = await timed(
+        dispatcher.telephony(start_input(), authorize("c1"), loop.time() - 0.35)
+    )
+    assert isinstance(late, DispatchTimeout)
+    assert elapsed < 0.3
+    # Arrived just now: the whole budget, and the answer comes.
+    fresh, _ = await timed(dispatcher.telephony(start_input(), authorize("c2"), loop.time()))
+    assert not isinstance(fresh, Exception) and fresh.allowed
+    await dispatcher.aclose()

@@ -9,6 +9,7 @@ from datetime import date
 import httpx
 import pytest
 
+from devstack.mail_catcher import MailCatcher
 from starter.web.charts import day_chart
 from starter.web.data import DayUsage
 from starter.web.i18n import MESSAGES, Translator, parse_euros, parse_minutes
@@ -52,10 +53,17 @@ async def test_password_endpoint_is_admin_only_and_validated(api: Api) -> None:
     unknown = await api.admin.put("/v1/accounts/nobody-here/password", json={"password": PASSWORD})
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_account"
     assert (await api.admin.put(path, json={"password": PASSWORD})).status_code == 204
-    # A second account with the same email cannot take over that login.
-    twin = await api.create_account("starter", email=f"{account_id}@example.com")
-    taken = await api.admin.put(f"/v1/accounts/{twin}/password", json={"password": PASSWORD})
-    assert taken.status_code == 409 and taken.json()["error"] == "login_email_taken"
+    # A second account with the same email (any case) cannot even be created, so it
+    # cannot take over that login (login_email_taken still guards data from before).
+    twin = await api.admin.post(
+        "/v1/accounts",
+        json={
+            "account_id": f"{account_id}-twin",
+            "email": f"{account_id.upper()}@example.com",
+            "plan": "starter",
+        },
+    )
+    assert twin.status_code == 409 and twin.json()["error"] == "email_taken"
     assert "/v1/accounts/{account_id}/password" in (await api.anonymous.get("/openapi.json")).text
 
 
@@ -112,17 +120,24 @@ async def test_every_post_needs_the_csrf_token(api: Api) -> None:
         assert (await api.state(account_id))["payment_method_on_file"] is True
 
 
-async def test_failed_sign_ins_are_throttled(api: Api) -> None:
-    _, email = await customer(api)
+async def test_failed_sign_ins_ask_the_owner_for_an_emailed_code(
+    api: Api, mail: MailCatcher
+) -> None:
+    """Failures never lock the owner out: after the limit the right password leads to a
+    code sent to the account's email (tests/test_login_throttle.py has the whole attack)."""
+    account_id, email = await customer(api)
     async with browser_like(api) as client:
         for _ in range(5):
             wrong = await sign_in(client, email, "not the password")
             assert wrong.status_code == 401
             assert "E-Mail oder Passwort ist falsch." in wrong.text
-        # Locked for the window: even the right password is refused now.
-        locked = await sign_in(client, email, PASSWORD)
-        assert locked.status_code == 429
-        assert "Zu viele Fehlversuche" in locked.text
+        assert mail.to(email) == []  # wrong passwords send no mail
+        asked = await sign_in(client, email, PASSWORD)
+        assert asked.status_code == 200 and 'name="code"' in asked.text
+        assert "Code eingeben" in asked.text
+        assert len(mail.to(email)) == 1
+        # The password alone never opened a session.
+        assert (await client.get(f"/app/a/{account_id}")).status_code == 303
     # An unknown email fails the same way as a wrong password (no account probing).
     async with browser_like(api) as client:
         unknown = await sign_in(client, "nobody@example.com", PASSWORD)

@@ -49,6 +49,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.legacy.account_v2 import LegacyAccountRun
     from workflows.types import (
         AUTHORIZE,
+        PAYMENT_ACTORS,
+        SETTINGS_ACTORS,
+        TELEPHONY_ACTORS,
         USAGE,
         AbandonedRequests,
         AccountSnapshot,
@@ -66,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
         TelephonyRequest,
         TelephonyResult,
         UsageBatch,
+        actor_problem,
         invoice_workflow_id,
     )
 
@@ -92,6 +96,7 @@ LEDGER_BATCH = 500
 # Rejection types the API understands (see starter/dispatcher.py).
 RETRY_LATER = "retry_later"
 PAYMENT_METHOD_REQUIRED = "payment_method_required"
+INVALID_ACTOR = "invalid_actor"
 INVOICING_PATCH = "stripe-invoicing"
 # Settled calls are final, side effects never block, grants lapse once (v3).
 TRUST_PATCH = "trust-v3"
@@ -401,6 +406,9 @@ class AccountWorkflow:
 
     @telephony.validator
     def _validate_telephony(self, batch: TelephonyBatch) -> None:
+        # Before the legacy delegate: validators add no commands, so legacy runs get the
+        # check as well without a patch.
+        _require_actor(batch.actor, TELEPHONY_ACTORS, people=False)
         if self._legacy is not None:
             return self._legacy.validate_telephony(batch)
         self._refuse_while_draining()
@@ -410,9 +418,16 @@ class AccountWorkflow:
             if request.kind == USAGE and (request.seconds is None or request.seconds < 0):
                 raise ApplicationError("usage needs seconds >= 0", type="invalid")
 
+    # Signal arguments default to None: a signal sent without any (the frontend accepts
+    # that from anyone who reaches it) would otherwise raise a TypeError in the handler,
+    # which fails the workflow task on every replay and wedges the account for good. A
+    # signal whose argument does not convert (not encrypted, see overtime/temporal.py)
+    # never reaches a handler: the SDK drops it with a log line.
     @workflow.signal
-    def abandon(self, abandoned: AbandonedRequests) -> None:
+    def abandon(self, abandoned: AbandonedRequests | None = None) -> None:
         """From the API: it answered these requests 503; their grants hold no room."""
+        if abandoned is None:
+            return _ignore_empty_signal("abandon")
         if self._legacy is not None:
             return
         self._signals_this_run += 1
@@ -442,6 +457,7 @@ class AccountWorkflow:
 
     @change_settings.validator
     def _validate_settings(self, change: SettingsChange) -> None:
+        _require_actor(change.actor, SETTINGS_ACTORS, people=True)
         if self._legacy is not None:
             return self._legacy.validate_settings(change)
         self._refuse_while_draining()
@@ -478,21 +494,26 @@ class AccountWorkflow:
 
     @payment_method.validator
     def _validate_payment_method(self, change: PaymentMethodChange) -> None:
+        _require_actor(change.actor, PAYMENT_ACTORS, people=True)
         if self._legacy is not None:
             return self._legacy.validate_payment_method(change)
         self._refuse_while_draining()
 
     @workflow.signal
-    def payment_overdue(self, overdue: bool) -> None:
+    def payment_overdue(self, overdue: bool | None = None) -> None:
         """From an InvoiceWorkflow started before per-invoice overdue signals existed."""
+        if overdue is None:
+            return _ignore_empty_signal("payment_overdue")
         if self._legacy is not None:
             return self._legacy.payment_overdue(overdue)
         self._signals_this_run += 1
         self._state.set_invoice_overdue(LEGACY_INVOICE, overdue, workflow.now())
 
     @workflow.signal
-    def invoice_overdue(self, news: InvoiceOverdue) -> None:
+    def invoice_overdue(self, news: InvoiceOverdue | None = None) -> None:
         """From InvoiceWorkflow: its dunning ended unpaid, or it got paid (or voided)."""
+        if news is None:
+            return _ignore_empty_signal("invoice_overdue")
         if self._legacy is not None:
             return self._legacy.payment_overdue(news.overdue)
         self._signals_this_run += 1
@@ -532,3 +553,14 @@ class AccountWorkflow:
             undelivered_events=len(state.outbox_events),
             unwritten_usage=len(state.unflushed),
         )
+
+
+def _require_actor(actor: object, names: frozenset[str], *, people: bool) -> None:
+    """Refuse (reject the Update: nothing recorded) a change that names nobody we know."""
+    problem = actor_problem(actor, names, people)
+    if problem is not None:
+        raise ApplicationError(problem, type=INVALID_ACTOR)
+
+
+def _ignore_empty_signal(name: str) -> None:
+    workflow.logger.warning("ignored a %s signal without an argument", name)

@@ -180,7 +180,12 @@ class InvoiceWorkflow:
             await handle.signal("payment_overdue", overdue)
 
     @workflow.signal
-    def stripe_event(self, event: PaymentEvent) -> None:
+    def stripe_event(self, event: PaymentEvent | None = None) -> None:
+        # None: a signal sent without an argument; a TypeError here would fail the
+        # workflow task on every replay (see AccountWorkflow.abandon).
+        if event is None:
+            workflow.logger.warning("ignored a stripe_event signal without an argument")
+            return
         self._events.append(event)
 
     @workflow.signal

@@ -7,6 +7,7 @@ rename or remove (replay tests in tests/histories/ guard this).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,6 +21,48 @@ USAGE = "usage"
 
 def workflow_id_for(account_id: str) -> str:
     return f"account-{account_id}"
+
+
+# --- who asked -----------------------------------------------------------------------
+# Every state-changing Update names its actor (recorded in the settings history); the
+# workflow's validators refuse one that names nobody it knows. Shapes: the admin API
+# token ("admin"), a signed-in web user ("admin:<email>", "customer:<email>"), the
+# workflow itself or tooling ("system"), Stripe ("stripe"), the telephony backend.
+ADMIN_ACTOR = "admin"
+SYSTEM_ACTOR = "system"
+STRIPE_ACTOR = "stripe"
+TELEPHONY_ACTOR = "telephony"
+# A customer is named by the account's email address; the web admin by the configured
+# OVERTIME_ADMIN_EMAIL, which nothing forces to be an address: one printable word.
+_PEOPLE = {
+    "customer": re.compile(r"[^\s@\x00-\x1f\x7f]+@[^\s@\x00-\x1f\x7f]+"),
+    "admin": re.compile(r"[^\s\x00-\x1f\x7f]+"),
+}
+MAX_ACTOR_LENGTH = 300  # "customer:" and an email address (at most 254)
+
+
+def actor_problem(actor: object, names: frozenset[str], people: bool) -> str | None:
+    """Why ``actor`` may not ask for this Update (None: it may).
+
+    ``names``: the plain actors allowed; ``people``: whether "admin:<email>" and
+    "customer:<email>" are.
+    """
+    if not isinstance(actor, str) or not actor:
+        return "the change names no actor"
+    if len(actor) > MAX_ACTOR_LENGTH:
+        return "the actor is too long"
+    if actor in names:
+        return None
+    kind, sep, who = actor.partition(":")
+    shape = _PEOPLE.get(kind)
+    if people and sep and shape is not None and shape.fullmatch(who):
+        return None
+    return f"unknown actor {actor[:80]!r}"
+
+
+SETTINGS_ACTORS = frozenset({ADMIN_ACTOR, SYSTEM_ACTOR})
+PAYMENT_ACTORS = frozenset({ADMIN_ACTOR, SYSTEM_ACTOR, STRIPE_ACTOR})
+TELEPHONY_ACTORS = frozenset({TELEPHONY_ACTOR})
 
 
 @dataclass
@@ -109,6 +152,9 @@ class TelephonyBatch:
     # Requests of this account the API gave up on since its last batch (see
     # AbandonedRequests): applied before the requests are answered.
     abandoned: list[AbandonedRequest] = field(default_factory=list)
+    # Only the telephony backend (through the API) asks; the default keeps batches from
+    # an API process older than this field valid during a rolling deploy.
+    actor: str = TELEPHONY_ACTOR
 
 
 @dataclass
@@ -125,7 +171,7 @@ class AbandonedRequests:
 @dataclass
 class SettingsChange:
     settings: ExtraMinutesSettings
-    actor: str  # "admin", "customer:<email>", "system"
+    actor: str  # SETTINGS_ACTORS, "admin:<email>" or "customer:<email>" (actor_problem)
     # One id per change request, stable across retries: applied once, recorded once.
     change_id: str | None = None
 
@@ -133,7 +179,7 @@ class SettingsChange:
 @dataclass
 class PaymentMethodChange:
     on_file: bool
-    actor: str
+    actor: str  # PAYMENT_ACTORS, "admin:<email>" or "customer:<email>"
     change_id: str | None = None
 
 

@@ -2,10 +2,11 @@
 
 Every benchmark starts its own stack on free loopback ports, in a temporary directory:
 the Temporal dev server (``temporal server start-dev``, SQLite file), the Overtime worker
-(``python -m worker``, so its memory can be measured), the HTTP API (uvicorn), an SMTP
-server that records when each message was accepted, the fake Stripe server when asked,
-and the baseline's trivial worker (``harness.trivial``) when asked. The benchmark process
-itself only generates load and measures.
+(``python -m worker``, so its memory can be measured), the HTTP API
+(``python -m starter.serve``), an SMTP server that records when each message was
+accepted, the fake Stripe server when asked, and the baseline's trivial worker
+(``harness.trivial``) when asked. The benchmark process itself only generates load and
+measures.
 
 ``BENCH_SCALE=full`` selects the sizes the issue names; the default is sized for a
 2-core machine shared with others (see BENCHMARKS.md). ``BENCH_DATABASE_URL`` points the
@@ -391,9 +392,7 @@ class Stack:
             [
                 PYTHON,
                 "-m",
-                "uvicorn",
-                "starter.api:app_from_env",
-                "--factory",
+                "starter.serve",  # the production server, with its limits
                 "--host",
                 "127.0.0.1",
                 "--port",

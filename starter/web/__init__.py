@@ -3,7 +3,7 @@
 Server-rendered Jinja2 pages (``overtime/templates/web``), htmx for live panels, Stripe.js
 for payment details; every page calls the same services as the HTTP API
 (``app.state.service`` / ``app.state.payments``), never the API over HTTP.
-``install_web(app)`` adds the session middleware, the static files and the routes.
+``install_web(app)`` adds the (server-side) session middleware, the static files and the routes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.sessions import SessionMiddleware
 
 from starter.web import admin, customer, login
 from starter.web.config import DEV_SESSION_SECRET, WebSettings
@@ -26,8 +25,10 @@ from starter.web.pages import (
     error_page,
     login_redirect,
 )
+from starter.web.sessions import SESSION_COOKIE, ServerSessionMiddleware
 
-SESSION_COOKIE = "overtime_session"
+__all__ = ["SESSION_COOKIE", "install_web"]
+
 log = logging.getLogger(__name__)
 
 
@@ -36,14 +37,8 @@ def install_web(app: FastAPI, web_settings: WebSettings | None = None) -> None:
     app.state.web_settings = web
     if web.web_https_only and web.web_session_secret == DEV_SESSION_SECRET:
         log.warning("OVERTIME_WEB_SESSION_SECRET is the public dev value; set your own")
-    app.add_middleware(
-        SessionMiddleware,
-        secret_key=web.web_session_secret,
-        session_cookie=SESSION_COOKIE,
-        max_age=web.web_session_max_age_seconds,
-        same_site="lax",
-        https_only=web.web_https_only,
-    )
+    # Reads app.state.settings / app.state.web_settings per request (tests change them).
+    app.add_middleware(ServerSessionMiddleware, cookie_name=SESSION_COOKIE)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(login.router)
     app.include_router(customer.router)

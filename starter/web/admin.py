@@ -23,7 +23,7 @@ from overtime import mailer
 from overtime.db import session_scope
 from overtime.models import Account, ClosedPeriod, Invoice, Notification, UsageEntry
 from starter.errors import ApiError
-from starter.web import data, security
+from starter.web import data, security, sessions
 from starter.web.charts import day_chart
 from starter.web.i18n import Translator, parse_euros, parse_minutes
 from starter.web.pages import (
@@ -227,13 +227,22 @@ async def account(account_id: str, ctx: Admin, error: str | None = None) -> Resp
     db = db_of(request)
     usage = await data.live_usage(service_of(request), db, account_id, with_days=True)
     ctx.account = await service_of(request).load(account_id)
-    history, ledger, notices, invoices, logins, failed_webhooks = await asyncio.gather(
+    (
+        history,
+        ledger,
+        notices,
+        invoices,
+        logins,
+        failed_webhooks,
+        web_sessions,
+    ) = await asyncio.gather(
         run_in_threadpool(data.history, db, account_id),
         run_in_threadpool(data.ledger, db, account_id),
         run_in_threadpool(data.notifications, db, account_id),
         run_in_threadpool(data.invoices, db, account_id),
         run_in_threadpool(data.logins, db, [account_id]),
         run_in_threadpool(data.failed_webhooks, db, account_id),
+        run_in_threadpool(sessions.count_account_sessions, db, account_id),
     )
     unit, value = "eur", ""
     if usage is not None and usage.snapshot.limit_minutes is not None:
@@ -253,6 +262,7 @@ async def account(account_id: str, ctx: Admin, error: str | None = None) -> Resp
         failed_webhooks=failed_webhooks,
         invoices=invoices,
         has_login=bool(logins),
+        web_sessions=web_sessions,
         workflow_url=temporal_ui(request, account_id),
         unit=unit,
         value=value,
@@ -317,6 +327,17 @@ async def set_password(account_id: str, ctx: Admin) -> Response:
             flash(request, str(err), "error")
         else:
             flash(request, "Password set; the customer's other sessions have ended.")
+    return RedirectResponse(f"/admin/accounts/{account_id}", status_code=303)
+
+
+@router.post("/admin/accounts/{account_id}/sessions/end")
+async def end_sessions(account_id: str, ctx: Admin) -> Response:
+    """Sign the customer out of every browser now (their password stays)."""
+    request = ctx.request
+    await check_csrf(request)
+    await _account_or_404(request, account_id)
+    ended = await run_in_threadpool(sessions.end_account_sessions, db_of(request), account_id)
+    flash(request, f"Ended {ended} web session{'s' if ended != 1 else ''} of the customer.")
     return RedirectResponse(f"/admin/accounts/{account_id}", status_code=303)
 
 

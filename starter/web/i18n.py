@@ -30,6 +30,20 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Zu viele Fehlversuche. Bitte versuche es in {minutes} Minuten noch einmal."
         ),
         "login.expired": "Deine Sitzung ist abgelaufen. Bitte versuche es noch einmal.",
+        "login.code_title": "Code eingeben",
+        "login.code_intro": (
+            "Für dieses Konto gab es viele fehlgeschlagene Anmeldeversuche. War das "
+            "Passwort richtig, haben wir Dir einen sechsstelligen Code per E-Mail "
+            "geschickt; gib ihn hier ein."
+        ),
+        "login.code": "Code aus der E-Mail",
+        "login.code_submit": "Bestätigen",
+        "login.code_wrong": "Der Code stimmt nicht oder ist abgelaufen.",
+        "login.code_expired": "Der Code ist abgelaufen. Bitte melde Dich noch einmal an.",
+        "login.code_unsent": (
+            "Wir konnten Dir gerade keinen Code schicken. Bitte versuche es gleich noch einmal."
+        ),
+        "login.restart": "Noch einmal anmelden",
         "logout": "Abmelden",
         "signed_in_as": "Angemeldet als {email}",
         "nav.label": "Hauptmenü",
@@ -228,6 +242,17 @@ MESSAGES: dict[str, dict[str, str]] = {
         "login.failed": "Wrong email or password.",
         "login.throttled": "Too many failed attempts. Please try again in {minutes} minutes.",
         "login.expired": "Your session expired. Please try again.",
+        "login.code_title": "Enter your code",
+        "login.code_intro": (
+            "There were many failed sign-ins to this account. If the password was right, "
+            "we have emailed you a six-digit code; enter it here."
+        ),
+        "login.code": "Code from the email",
+        "login.code_submit": "Confirm",
+        "login.code_wrong": "The code is wrong or has expired.",
+        "login.code_expired": "The code has expired. Please sign in again.",
+        "login.code_unsent": "We could not send you a code just now. Please try again shortly.",
+        "login.restart": "Sign in again",
         "logout": "Sign out",
         "signed_in_as": "Signed in as {email}",
         "nav.label": "Main menu",

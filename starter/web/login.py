@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import math
+import secrets
+import time
+from collections.abc import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
+from overtime import mailer
 from starter.auth import admin_only
 from starter.errors import ApiError
-from starter.web import security
+from starter.web import data, security, sessions
 from starter.web.i18n import Translator
 from starter.web.pages import (
     PageContext,
@@ -23,10 +30,12 @@ from starter.web.pages import (
     language,
     render,
     safe_next,
+    settings_of,
     web_settings_of,
 )
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 def _home(user: security.WebUser) -> str:
@@ -47,6 +56,94 @@ async def login_page(request: Request) -> Response:
     return render(ctx, "login.html", next=request.query_params.get("next", ""), email="")
 
 
+def throttle_of(request: Request) -> security.Throttle:
+    web = web_settings_of(request)
+    return security.Throttle(
+        secret=web.web_session_secret,
+        max_per_email=web.web_login_max_failures,
+        max_per_ip=web.web_login_max_failures_per_ip,
+        window_seconds=web.web_login_window_seconds,
+        delay_after=web.web_login_delay_after_failures,
+        delay_seconds=web.web_login_delay_seconds,
+        delay_max_seconds=web.web_login_delay_max_seconds,
+    )
+
+
+def client_address(request: Request) -> str:
+    # The peer, or what a proxy in Settings.trusted_proxies said (the proxy-headers
+    # middleware rewrote request.client); X-Forwarded-For is never read here.
+    return request.client.host if request.client else "unknown"
+
+
+def log_failure(email: str, ip: str, reason: str, failures: int | None = None) -> None:
+    log.warning(
+        "web sign-in failed",
+        extra={
+            "event": "web_login_failed",
+            "email_hash": security.email_digest(email),
+            "email_masked": security.mask_email(email),
+            "client": ip,
+            "reason": reason,
+            "failures": failures,
+        },
+    )
+
+
+async def _verify(
+    request: Request, email: str, password: str
+) -> tuple[security.WebUser | None, int | str, str]:
+    """(the user or None, the session epoch, why not). Unknown emails cost the same Argon2
+    time as wrong passwords."""
+    web = web_settings_of(request)
+    db = db_of(request)
+    if security.normalise_email(email) == security.normalise_email(web.admin_email):
+        await run_in_threadpool(security.burn_time, password)
+        if hmac.compare_digest(password.encode(), web.admin_password.encode()):
+            return security.WebUser("admin", web.admin_email), admin_epoch(web), ""
+        return None, 0, "wrong_password"
+    found = await run_in_threadpool(security.find_login, db, email)
+    if found is None:
+        await run_in_threadpool(security.burn_time, password)
+        return None, 0, "unknown_email"
+    if not await run_in_threadpool(security.verify_password, found.password_hash, password):
+        return None, 0, "wrong_password"
+    if security.needs_rehash(found.password_hash):
+        await run_in_threadpool(security.rehash, db, found.account_id, password)
+    return security.WebUser("customer", found.email, found.account_id), found.session_epoch, ""
+
+
+def _send_code(request: Request, user: security.WebUser, code: str) -> None:
+    settings = settings_of(request)
+    web = web_settings_of(request)
+    # The admin's code goes to the configured admin email; a customer's to the account's.
+    locale, to = "en", web.admin_email
+    if user.account_id is not None:
+        account = data.account(db_of(request), user.account_id)
+        if account is None:
+            raise LookupError(user.account_id)
+        locale, to = account.locale, account.email
+    email = mailer.render(
+        "login_code",
+        locale,
+        {
+            "product_name": settings.product_name,
+            "account_id": user.account_id or "admin",
+            "code": code,
+            "minutes": math.ceil(web.web_login_code_ttl_seconds / 60),
+            "login_url": f"{settings.public_url}/login",
+        },
+    )
+    mailer.send(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        sender=settings.mail_from,
+        to=to,
+        email=email,
+        message_id=f"<login-code.{secrets.token_hex(8)}@overtime>",
+        headers={"X-Overtime-Notice": "login_code"},
+    )
+
+
 @router.post("/login", include_in_schema=False)
 async def login(request: Request) -> Response:
     form = await request.form()
@@ -55,8 +152,10 @@ async def login(request: Request) -> Response:
     next_url = str(form.get("next", ""))
     ctx = PageContext(request, None, Translator(language(request)))
 
-    def again(error: str, status: int, **values: object) -> Response:
-        return render(
+    def again(
+        error: str, status: int, headers: dict[str, str] | None = None, **values: object
+    ) -> Response:
+        response = render(
             ctx,
             "login.html",
             status_code=status,
@@ -64,46 +163,169 @@ async def login(request: Request) -> Response:
             next=next_url,
             email=email,
         )
+        response.headers.update(headers or {})
+        return response
+
+    def code_page(status: int = 200, error: str | None = None) -> Response:
+        return render(
+            ctx,
+            "login.html",
+            status_code=status,
+            code_step=True,
+            error=ctx.t(error) if error else None,
+            next=next_url,
+            email="",
+        )
 
     if not security.csrf_ok(request, str(form.get(security.CSRF_FIELD, ""))):
         return again("login.expired", 403)
     web = web_settings_of(request)
     db = db_of(request)
-    throttle = security.Throttle(
-        web.web_login_max_failures, web.web_login_max_failures_per_ip, web.web_login_window_seconds
-    )
-    ip = request.client.host if request.client else "unknown"
-    if await run_in_threadpool(throttle.locked, db, email, ip):
-        minutes = math.ceil(web.web_login_window_seconds / 60)
-        return again("login.throttled", 429, minutes=minutes)
+    throttle = throttle_of(request)
+    ip = client_address(request)
+    pending = request.session.get("pending")
+    if "code" in form and isinstance(pending, dict):
+        email = str(pending.get("email", ""))
+    status = await run_in_threadpool(throttle.status, db, email, ip)
+    if throttle.address_blocked(status):
+        log_failure(email, ip, "address_throttled", status.email_failures)
+        minutes = math.ceil(status.ip_retry_after / 60)
+        return again(
+            "login.throttled", 429, {"Retry-After": str(status.ip_retry_after)}, minutes=minutes
+        )
 
-    user: security.WebUser | None = None
-    epoch: int | str = 0
-    if security.normalise_email(email) == security.normalise_email(web.admin_email):
-        await run_in_threadpool(security.burn_time, password)
-        if hmac.compare_digest(password.encode(), web.admin_password.encode()):
-            user, epoch = security.WebUser("admin", web.admin_email), admin_epoch(web)
-    else:
-        found = await run_in_threadpool(security.find_login, db, email)
-        if found is None:
-            await run_in_threadpool(security.burn_time, password)
-        elif await run_in_threadpool(security.verify_password, found.password_hash, password):
-            user = security.WebUser("customer", found.email, found.account_id)
-            epoch = found.session_epoch
-            if security.needs_rehash(found.password_hash):
-                await run_in_threadpool(security.rehash, db, found.account_id, password)
+    if "code" in form:
+        return await _code_step(request, form, pending, throttle, ip, code_page, again)
+
+    wait = throttle.delay(status)
+    if wait:
+        await asyncio.sleep(wait)  # in the event loop: a waiting attacker holds no thread
+    user, epoch, reason = await _verify(request, email, password)
+    code_required = throttle.code_required(status)
+    if code_required:
+        # The right password alone is not enough now. Whether it was right must not show:
+        # right or wrong, the same code form (status, page, cookie), the same Argon2 time,
+        # and the attempt counts either way (so the next answer's delay does not tell
+        # either). Only the session, server-side, knows; a code after a wrong password
+        # always fails.
+        failures = await run_in_threadpool(throttle.failed, db, email, ip)
+        if user is None:
+            log_failure(email, ip, reason, failures)
+        else:
+            if not await _issue_and_send_code(request, user, email, ip):
+                return again("login.code_unsent", 503)
+        request.session["pending"] = {
+            "ok": user is not None,
+            "kind": user.kind if user else None,
+            "email": user.email if user else email,
+            "account_id": user.account_id if user else None,
+            "epoch": epoch,
+            "until": time.time() + web.web_login_code_ttl_seconds,
+        }
+        return code_page()
     if user is None:
-        await run_in_threadpool(throttle.failed, db, email, ip)
+        failures = await run_in_threadpool(throttle.failed, db, email, ip)
+        log_failure(email, ip, reason, failures)
+        # Logged once, when this failure crossed the limit (not again for each later one).
+        if status.email_failures < throttle.max_per_email <= failures:
+            log.warning(
+                "web sign-in now needs an emailed code",
+                extra={
+                    "event": "web_login_code_required",
+                    "email_hash": security.email_digest(email),
+                    "email_masked": security.mask_email(email),
+                    "client": ip,
+                    "failures": failures,
+                },
+            )
         return again("login.failed", 401)
     await run_in_threadpool(throttle.succeeded, db, email)
     security.start_session(request, user, epoch)  # type: ignore[arg-type]
     return RedirectResponse(safe_next(next_url, _home(user)), status_code=303)
 
 
+async def _issue_and_send_code(
+    request: Request, user: security.WebUser, email: str, ip: str
+) -> bool:
+    """Email a fresh code (the right password was given), unless one went out within the
+    resend window; False when it could not be sent. Mail goes out only after the right
+    password, so wrong guesses can neither lock the owner out nor flood them."""
+    web = web_settings_of(request)
+    db = db_of(request)
+    code = await run_in_threadpool(
+        security.issue_code,
+        db,
+        web.web_session_secret,
+        email,
+        web.web_login_code_ttl_seconds,
+        web.web_login_code_resend_seconds,
+    )
+    if code is None:
+        return True
+    try:
+        await run_in_threadpool(_send_code, request, user, code)
+    except (OSError, LookupError):
+        # Nobody got this code: forget it, or the resend window would hold back the
+        # next attempt's mail and leave the owner without any code.
+        await run_in_threadpool(security.void_code, db, web.web_session_secret, email)
+        log.exception("could not email a sign-in code", extra={"client": ip})
+        return False
+    log.info(
+        "sign-in code emailed",
+        extra={
+            "event": "web_login_code_sent",
+            "email_hash": security.email_digest(email),
+            "client": ip,
+        },
+    )
+    return True
+
+
+# Checked instead of the login's codes after a wrong password: it has none, so the answer
+# is a wrong code, after the same query (the owner's code loses no attempts to it).
+_NO_CODE_EMAIL = "\0no code after a wrong password"
+
+
+async def _code_step(
+    request: Request,
+    form: FormData,
+    pending: object,
+    throttle: security.Throttle,
+    ip: str,
+    code_page: Callable[..., Response],
+    again: Callable[..., Response],
+) -> Response:
+    web = web_settings_of(request)
+    db = db_of(request)
+    if not isinstance(pending, dict) or float(pending.get("until", 0)) < time.time():
+        request.session.pop("pending", None)
+        return again("login.code_expired", 401)
+    email = str(pending["email"])
+    password_was_right = pending.get("ok") is True
+    code = str(form.get("code", ""))[:32]
+    right_code = await run_in_threadpool(
+        security.check_code,
+        db,
+        web.web_session_secret,
+        email if password_was_right else _NO_CODE_EMAIL,
+        code,
+        web.web_login_code_max_attempts,
+    )
+    if not (right_code and password_was_right):
+        failures = await run_in_threadpool(throttle.failed, db, email, ip)
+        log_failure(email, ip, "wrong_code", failures)
+        return code_page(401, "login.code_wrong")
+    await run_in_threadpool(throttle.succeeded, db, email)
+    request.session.pop("pending", None)
+    user = security.WebUser(str(pending["kind"]), email, pending.get("account_id"))
+    security.start_session(request, user, pending.get("epoch", 0))  # type: ignore[arg-type]
+    return RedirectResponse(safe_next(str(form.get("next", "")), _home(user)), status_code=303)
+
+
 @router.post("/logout", include_in_schema=False)
 async def logout(request: Request) -> Response:
     await check_csrf(request)
-    security.end_session(request)
+    security.end_session(request)  # a new id; the old row is deleted (copied cookies too)
     return RedirectResponse("/login", status_code=303)
 
 
@@ -132,3 +354,28 @@ async def set_password(account_id: str, body: PasswordIn, request: Request) -> R
     except ValueError as err:
         raise ApiError(409, "login_email_taken", str(err)) from err
     return Response(status_code=204)
+
+
+class SessionsEnded(BaseModel):
+    ended: int
+
+
+@router.delete(
+    "/v1/accounts/{account_id}/sessions",
+    response_model=SessionsEnded,
+    dependencies=[admin_only],
+    tags=["web app"],
+    summary="End every web-app session of a customer",
+)
+async def end_sessions(account_id: str, request: Request) -> SessionsEnded:
+    """Signs the customer out of every browser at once (their cookies stop working); the
+    password stays. Answers how many sessions were ended."""
+    db = db_of(request)
+    if await run_in_threadpool(data.account, db, account_id) is None:
+        raise ApiError(404, "unknown_account", f"no account {account_id!r}")
+    ended = await run_in_threadpool(sessions.end_account_sessions, db, account_id)
+    log.info(
+        "web sessions ended by the admin",
+        extra={"event": "web_sessions_ended", "account_id": account_id, "ended": ended},
+    )
+    return SessionsEnded(ended=ended)

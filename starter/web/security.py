@@ -1,22 +1,33 @@
-"""Passwords (Argon2id), sessions, CSRF tokens and the login throttle.
+"""Passwords (Argon2id), sessions, CSRF tokens, the sign-in throttle and one-time codes.
 
 * Passwords are hashed with argon2-cffi's ``PasswordHasher`` (Argon2id, RFC 9106
   parameters) and re-hashed on sign-in when the parameters change.
-* The session is Starlette's signed cookie (itsdangerous): HttpOnly, SameSite=Lax,
-  ``Secure`` when ``OVERTIME_WEB_HTTPS_ONLY``. It holds who signed in, the login's
-  ``session_epoch`` (a password change ends every other session) and the CSRF token.
-  Signing in replaces the whole session (no fixation).
+* Sessions are server-side (``starter/web/sessions.py``): the cookie is a random id. A
+  session holds who signed in, the login's ``session_epoch`` (a password change ends
+  every other session; its rows are deleted too) and the CSRF token. Signing in replaces
+  the whole session and its id (no fixation).
 * Every POST from a page carries the session's CSRF token, as the form field
   ``csrf_token`` or the ``X-CSRF-Token`` header (fetch / htmx); compared in constant time.
-* Failed sign-ins are rows in ``web_login_failure`` (so every API process sees them): at
-  most ``web_login_max_failures`` per email and ``web_login_max_failures_per_ip`` per
-  client address within the window; beyond that even the right password is refused
-  until the window has passed. Success clears the email's failures.
+* Failed sign-ins are rows in ``web_login_failure`` (so every API process sees them),
+  keyed by the client address (``request.client.host``: the peer, or what a trusted proxy
+  says, see ``Settings.trusted_proxies``; an IPv6 client by its /64, ``address_key``) and
+  by an HMAC of the email:
+  - per address: ``web_login_max_failures_per_ip`` failures in the window and that
+    address gets 429 with ``Retry-After`` until the oldest ages out;
+  - per account, never a lockout: from ``web_login_delay_after_failures`` failures on
+    every answer waits (doubling, capped), and from ``web_login_max_failures`` on the
+    right password alone is not enough: a one-time code goes to the owner's email (only
+    ever after the right password, so wrong guesses send no mail) and the login page
+    asks for it, after a wrong password just the same (the answer must not tell which;
+    a code then never works). Success clears the email's failures.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import ipaddress
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,10 +36,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Request
 from sqlalchemy import delete, func
-from sqlmodel import select
+from sqlmodel import col, select
 
 from overtime.db import session_scope
-from overtime.models import Account, WebLogin, WebLoginFailure
+from overtime.models import Account, WebLogin, WebLoginCode, WebLoginFailure, WebSession
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
@@ -168,6 +179,12 @@ def set_password(db: str, account_id: str, password: str) -> WebLogin:
             login.session_epoch += 1
             login.updated_at = now
         session.add(login)
+        # The epoch already ends them; deleting the rows makes it visible to the admin.
+        session.exec(  # type: ignore[call-overload]
+            delete(WebSession).where(
+                col(WebSession.account_id) == account_id, col(WebSession.kind) == "customer"
+            )
+        )
         session.commit()
         return login
 
@@ -191,30 +208,99 @@ def rehash(db: str, account_id: str, password: str) -> None:
 # --- throttle -------------------------------------------------------------------------------
 
 
+def login_key(secret: str, email: str) -> str:
+    """The email as the throttle and the codes store it: an HMAC, not the address."""
+    message = b"login\0" + normalise_email(email).encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def email_digest(email: str) -> str:
+    """For logs: the same email gives the same digest, the log holds no address."""
+    return hashlib.sha256(normalise_email(email).encode()).hexdigest()[:16]
+
+
+def mask_email(email: str) -> str:
+    local, at, domain = normalise_email(email).partition("@")
+    return f"{local[:1]}***{at}{domain}"[:100]
+
+
+def address_key(ip: str) -> str:
+    """The client as the per-address limit counts it: an IPv4 address as it is, an IPv6
+    client by its /64 (one subscriber or host usually holds a whole /64, so counting each
+    of its 2**64 addresses apart would make the limit worthless). IPv4-mapped IPv6
+    addresses count as the IPv4 address; anything unparsable as the text itself."""
+    try:
+        parsed = ipaddress.ip_address(ip.strip().split("%", 1)[0])  # no zone id
+    except ValueError:
+        return ip[:100]
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+@dataclass(frozen=True)
+class ThrottleStatus:
+    email_failures: int
+    ip_failures: int
+    ip_retry_after: int  # seconds until the address is below its limit again
+
+
 @dataclass(frozen=True)
 class Throttle:
+    secret: str
     max_per_email: int
     max_per_ip: int
     window_seconds: int
+    delay_after: int
+    delay_seconds: float
+    delay_max_seconds: float
 
     def keys(self, email: str, ip: str) -> tuple[str, str]:
-        return f"email:{normalise_email(email)}"[:400], f"ip:{ip}"[:400]
+        return f"email:{login_key(self.secret, email)}", f"ip:{address_key(ip)}"
 
-    def locked(self, db: str, email: str, ip: str) -> bool:
+    def status(self, db: str, email: str, ip: str) -> ThrottleStatus:
         email_key, ip_key = self.keys(email, ip)
-        since = datetime.now(UTC) - timedelta(seconds=self.window_seconds)
+        now = datetime.now(UTC)
+        since = now - timedelta(seconds=self.window_seconds)
         with session_scope(db) as session:
 
-            def failures(key: str) -> int:
-                return session.exec(
-                    select(func.count())
-                    .select_from(WebLoginFailure)
-                    .where(WebLoginFailure.key == key, WebLoginFailure.failed_at >= since)
+            def failures(key: str) -> tuple[int, datetime | None]:
+                count, oldest = session.exec(
+                    select(func.count(), func.min(WebLoginFailure.failed_at)).where(
+                        WebLoginFailure.key == key, WebLoginFailure.failed_at >= since
+                    )
                 ).one()
+                return int(count), oldest
 
-            return failures(email_key) >= self.max_per_email or failures(ip_key) >= self.max_per_ip
+            email_failures, _ = failures(email_key)
+            ip_failures, oldest = failures(ip_key)
+        retry = 1
+        if oldest is not None:
+            oldest = oldest.replace(tzinfo=UTC) if oldest.tzinfo is None else oldest
+            left = (oldest + timedelta(seconds=self.window_seconds) - now).total_seconds()
+            retry = max(1, math.ceil(left))
+        return ThrottleStatus(email_failures, ip_failures, retry)
 
-    def failed(self, db: str, email: str, ip: str) -> None:
+    def address_blocked(self, status: ThrottleStatus) -> bool:
+        return status.ip_failures >= self.max_per_ip
+
+    def code_required(self, status: ThrottleStatus) -> bool:
+        return status.email_failures >= self.max_per_email
+
+    def delay(self, status: ThrottleStatus) -> float:
+        """Seconds to wait before answering a sign-in to an account with these failures:
+        nothing for the first few, then doubling, capped (slows guessing, locks nobody
+        out)."""
+        beyond = status.email_failures - self.delay_after
+        if beyond < 0 or self.delay_seconds <= 0:
+            return 0.0
+        return min(self.delay_seconds * 2 ** min(beyond, 30), self.delay_max_seconds)
+
+    def failed(self, db: str, email: str, ip: str) -> int:
+        """Record a failure; returns the email's failures in the window, this one included."""
+        email_key, _ = self.keys(email, ip)
         now = datetime.now(UTC)
         with session_scope(db) as session:
             for key in self.keys(email, ip):
@@ -222,15 +308,109 @@ class Throttle:
             # Old rows are no longer counted; drop them while we are here.
             session.exec(  # type: ignore[call-overload]
                 delete(WebLoginFailure).where(
-                    WebLoginFailure.failed_at < now - timedelta(seconds=self.window_seconds)
+                    col(WebLoginFailure.failed_at) < now - timedelta(seconds=self.window_seconds)
                 )
             )
             session.commit()
+            return session.exec(
+                select(func.count())
+                .select_from(WebLoginFailure)
+                .where(
+                    WebLoginFailure.key == email_key,
+                    WebLoginFailure.failed_at >= now - timedelta(seconds=self.window_seconds),
+                )
+            ).one()
 
     def succeeded(self, db: str, email: str) -> None:
         email_key, _ = self.keys(email, "")
         with session_scope(db) as session:
             session.exec(  # type: ignore[call-overload]
-                delete(WebLoginFailure).where(WebLoginFailure.key == email_key)
+                delete(WebLoginFailure).where(col(WebLoginFailure.key) == email_key)
+            )
+            session.exec(  # type: ignore[call-overload]
+                delete(WebLoginCode).where(
+                    col(WebLoginCode.login_key) == login_key(self.secret, email)
+                )
             )
             session.commit()
+
+
+# --- one-time codes ---------------------------------------------------------------------------
+
+
+def _code_hash(secret: str, key: str, code: str) -> str:
+    message = f"code\0{key}\0{code}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def issue_code(
+    db: str, secret: str, email: str, ttl_seconds: int, resend_seconds: int
+) -> str | None:
+    """A fresh six-digit code for this login (older ones stop working), or ``None`` when
+    one went out less than ``resend_seconds`` ago and still holds (no mail flood, even
+    from someone with the password)."""
+    key = login_key(secret, email)
+    now = datetime.now(UTC)
+    with session_scope(db) as session:
+        latest = session.exec(
+            select(WebLoginCode)
+            .where(WebLoginCode.login_key == key)
+            .order_by(WebLoginCode.created_at.desc())  # type: ignore[attr-defined]
+        ).first()
+        if (
+            latest is not None
+            and latest.expires_at > now
+            and (now - latest.created_at).total_seconds() < resend_seconds
+        ):
+            return None
+        session.exec(  # type: ignore[call-overload]
+            delete(WebLoginCode).where(col(WebLoginCode.login_key) == key)
+        )
+        code = f"{secrets.randbelow(10**6):06d}"
+        session.add(
+            WebLoginCode(
+                login_key=key,
+                code_hash=_code_hash(secret, key, code),
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl_seconds),
+            )
+        )
+        session.commit()
+    return code
+
+
+def void_code(db: str, secret: str, email: str) -> None:
+    """Forget this login's code: it could not be sent, so the next sign-in with the
+    password must issue (and send) a fresh one instead of waiting out the resend window."""
+    with session_scope(db) as session:
+        session.exec(  # type: ignore[call-overload]
+            delete(WebLoginCode).where(col(WebLoginCode.login_key) == login_key(secret, email))
+        )
+        session.commit()
+
+
+def check_code(db: str, secret: str, email: str, code: str, max_attempts: int) -> bool:
+    """True once for the right, unexpired code (it is used up); a wrong one counts, and
+    after ``max_attempts`` the code is gone (the owner signs in with the password again)."""
+    key = login_key(secret, email)
+    now = datetime.now(UTC)
+    given = _code_hash(secret, key, "".join(code.split())[:16])
+    with session_scope(db) as session:
+        row = session.exec(
+            select(WebLoginCode)
+            .where(WebLoginCode.login_key == key, WebLoginCode.expires_at > now)
+            .order_by(WebLoginCode.created_at.desc())  # type: ignore[attr-defined]
+        ).first()
+        if row is None:
+            return False
+        if hmac.compare_digest(row.code_hash, given):
+            session.delete(row)
+            session.commit()
+            return True
+        row.attempts += 1
+        if row.attempts >= max_attempts:
+            session.delete(row)
+        else:
+            session.add(row)
+        session.commit()
+        return False

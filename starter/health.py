@@ -1,0 +1,308 @@
+"""Readiness (``GET /healthz``) and liveness (``GET /livez``).
+
+``/healthz`` answers 200 only when the API can do its work: Temporal answers, a worker
+is polling each task queue the account workflows need, and the database answers a read
+of a real table (and, on SQLite, would grant the write lock). Each check gives up after
+``health_timeout_seconds`` (at most 2 s) and all run at once, so the answer comes within
+that time whatever hangs; the body names every dependency and what is down. A load
+balancer takes the process out of rotation on 503; nothing should restart it for that
+(the dependency is what is down): ``/livez`` says only that the process answers.
+
+The worker. Temporal lists a task queue's pollers with the time each last polled, and
+keeps listing a dead worker for minutes (five, the dev server's poller history). A live
+idle worker's poll is held by the server for up to ``matching.longPollExpirationInterval``
+(a minute by default) before it polls again, so its last poll can be that old: a worker
+counts as up when it polled within ``health_worker_seen_seconds`` (75 s by default).
+Measured against the dev server (Temporal CLI 1.9.1, server 1.32.0): an idle live
+worker's last poll ages to ~60 s, then resets; a stopped worker stays listed, its age
+growing without bound. The queues checked: the workflow queue (workflow and activity
+pollers: the account workflows and their ledger activities) and the Stripe activity
+queue. The sticky queues are the workers' own and die with them: not checked.
+The comparison uses this machine's clock against the Temporal server's (keep them in
+sync; NTP is far tighter than the margin above).
+
+The database probe runs on a thread of its own, never the shared thread pool: a hung
+database must not pile up threads. While one probe is still running past its timeout the
+database is reported down at once, without starting another. Probes use a connection of
+their own with database-side timeouts (a lock wait ends with the timeout), so a probe
+thread frees itself shortly after; a network black hole is bounded by the connection
+timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import create_engine
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    DescribeTaskQueueResponse,
+)
+from temporalio.client import Client
+
+from overtime.settings import Settings
+from starter import schemas
+
+log = logging.getLogger(__name__)
+
+# The table the probe reads: the one every telephony request reads on a cache miss.
+PROBE_TABLE = "account"
+
+router = APIRouter()
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    detail: str | None = None
+
+    def out(self) -> schemas.CheckOut:
+        return schemas.CheckOut(ok=self.ok, detail=self.detail)
+
+
+# How long one round of checks answers every /healthz (short: a dependency that goes down
+# shows within a second).
+ANSWER_REUSE_SECONDS = 1.0
+
+
+class HealthChecker:
+    """The checks behind ``/healthz`` for one API process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.timeout = settings.health_timeout_seconds
+        self._url = settings.resolved_database_url()
+        self._engine: Engine | None = None
+        # The database probe in progress (at most one) and when it started.
+        self._probe: concurrent.futures.Future[None] | None = None
+        self._probe_started = 0.0
+        # Instruments (tests): probe threads started.
+        self.probes_started = 0
+        # The latest round of checks (see check()).
+        self._round: asyncio.Future[dict[schemas.Dependency, Check]] | None = None
+        self._round_started = 0.0
+
+    async def check(self, client: Client | None) -> dict[schemas.Dependency, Check]:
+        """The checks, shared: concurrent callers wait for the same round, and a round's
+        answer serves everyone for ``ANSWER_REUSE_SECONDS`` (``/healthz`` is public, so a
+        flood of it must not become a flood of Temporal RPCs and database probes)."""
+        loop = asyncio.get_running_loop()
+        if self._round is not None and (
+            not self._round.done() or loop.time() - self._round_started < ANSWER_REUSE_SECONDS
+        ):
+            return await asyncio.shield(self._round)
+        self._round_started = loop.time()
+        self._round = asyncio.ensure_future(self._check_now(client))
+        return await asyncio.shield(self._round)
+
+    async def _check_now(self, client: Client | None) -> dict[schemas.Dependency, Check]:
+        (temporal, worker), database = await asyncio.gather(
+            self._temporal(client), self._database()
+        )
+        return {"temporal": temporal, "worker": worker, "database": database}
+
+    # --- Temporal and the worker ------------------------------------------------------
+
+    def _queues(self) -> list[tuple[str, TaskQueueType.ValueType, str]]:
+        s = self.settings
+        return [
+            (s.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "workflow"),
+            (s.task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, "activity"),
+            (s.stripe_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, "activity"),
+        ]
+
+    async def _temporal(self, client: Client | None) -> tuple[Check, Check]:
+        if client is None:
+            down = Check(False, "not connected yet")
+            return down, down
+        queues = self._queues()
+        answers = await asyncio.gather(
+            *(self._describe(client, name, kind) for name, kind, _ in queues),
+            return_exceptions=True,
+        )
+        failures = [a for a in answers if isinstance(a, BaseException)]
+        if len(failures) == len(answers):
+            detail = _failure(failures[0], self.timeout)
+            log.warning("health: Temporal down", extra={"error": repr(failures[0])})
+            return Check(False, detail), Check(False, "unknown: Temporal did not answer")
+        now = datetime.now(UTC)
+        stale: list[str] = []
+        for (name, _, label), answer in zip(queues, answers, strict=True):
+            if isinstance(answer, BaseException):
+                stale.append(f"{name} ({label}): {_failure(answer, self.timeout)}")
+                continue
+            ages = [
+                (now - p.last_access_time.ToDatetime(UTC)).total_seconds()
+                for p in answer.pollers
+                if p.HasField("last_access_time")
+            ]
+            if not ages:
+                stale.append(f"{name} ({label}): no poller")
+            elif min(ages) > self.settings.health_worker_seen_seconds:
+                stale.append(f"{name} ({label}): last polled {min(ages):.0f} s ago")
+        if stale:
+            return Check(True), Check(False, "; ".join(stale))
+        return Check(True), Check(True)
+
+    async def _describe(
+        self, client: Client, name: str, kind: TaskQueueType.ValueType
+    ) -> DescribeTaskQueueResponse:
+        request = DescribeTaskQueueRequest(
+            namespace=self.settings.temporal_namespace,
+            task_queue=TaskQueue(name=name),
+            task_queue_type=kind,
+        )
+        # The RPC's own deadline, and ours around it (the SDK's retries included).
+        async with asyncio.timeout(self.timeout):
+            return await client.workflow_service.describe_task_queue(
+                request, retry=False, timeout=timedelta(seconds=self.timeout)
+            )
+
+    # --- the database -----------------------------------------------------------------
+
+    async def _database(self) -> Check:
+        now = time.monotonic()
+        probe = self._probe
+        if probe is not None and not probe.done():
+            stuck_for = now - self._probe_started
+            if stuck_for >= self.timeout:
+                return Check(False, f"the previous probe has not answered for {stuck_for:.0f} s")
+            # Another /healthz started it just now: share its answer.
+        else:
+            probe = self._start_probe()
+        remaining = self._probe_started + self.timeout - now
+        waiting = asyncio.wrap_future(probe)
+        done, _ = await asyncio.wait({waiting}, timeout=max(remaining, 0))
+        if not done:
+            # Only this wait ends: the probe runs on (a running future cannot be
+            # cancelled), and its late outcome is not left unretrieved on this wrapper.
+            waiting.cancel()
+            log.warning("health: database probe timed out", extra={"seconds": self.timeout})
+            return Check(False, f"did not answer within {self.timeout:g} s")
+        error = probe.exception()
+        if error is not None:
+            log.warning("health: database down", extra={"error": repr(error)})
+            return Check(False, _failure(error, self.timeout))
+        return Check(True)
+
+    def _start_probe(self) -> concurrent.futures.Future[None]:
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+
+        def run() -> None:
+            try:
+                self._probe_database()
+            except BaseException as err:  # reported to whoever waits
+                future.set_exception(err)
+            else:
+                future.set_result(None)
+
+        self._probe, self._probe_started = future, time.monotonic()
+        self.probes_started += 1
+        # A daemon thread: one stuck in a database call must not keep the process from
+        # exiting (a pool's threads are joined at exit).
+        threading.Thread(target=run, name="overtime-health-db", daemon=True).start()
+        return future
+
+    def _probe_database(self) -> None:
+        url = make_url(self._url)
+        if url.get_backend_name() == "sqlite":
+            self._probe_sqlite(url.database or "")
+        else:
+            with self._probe_engine().connect() as connection:
+                connection.execute(text(f"SELECT 1 FROM {PROBE_TABLE} LIMIT 1"))
+
+    def _probe_sqlite(self, path: str) -> None:
+        """A read, then the write lock taken and given back at once.
+
+        In WAL mode (overtime/db.py) readers never wait for a writer, so a read alone
+        would call a database healthy that no one can write to for as long as another
+        connection holds its write lock (every usage report, sign-in, account waits).
+        """
+        deadline = time.monotonic() + self.timeout
+        # mode=rw: a missing file is an error, not a new empty database.
+        connection = sqlite3.connect(
+            f"file:{quote(path)}?mode=rw", timeout=self.timeout, isolation_level=None, uri=True
+        )
+        try:
+            connection.execute(f"SELECT 1 FROM {PROBE_TABLE} LIMIT 1").fetchall()
+            left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            connection.execute(f"PRAGMA busy_timeout = {left_ms}")
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+
+    def _probe_engine(self) -> Engine:
+        """One connection of its own, with server-side timeouts (PostgreSQL)."""
+        if self._engine is None:
+            ms = int(self.timeout * 1000)
+            self._engine = create_engine(
+                self._url,
+                pool_size=1,
+                max_overflow=0,
+                pool_pre_ping=True,
+                pool_recycle=300,
+                connect_args={
+                    # libpq counts whole seconds (at least 2).
+                    "connect_timeout": max(2, math.ceil(self.timeout)),
+                    "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+                },
+            )
+        return self._engine
+
+
+def _failure(error: BaseException, timeout: float) -> str:
+    """What the public body says: the kind of failure, never the server's message."""
+    if isinstance(error, TimeoutError | asyncio.TimeoutError):
+        return f"did not answer within {timeout:g} s"
+    status = getattr(error, "status", None)
+    name = getattr(status, "name", None)
+    return f"failed: {type(error).__name__}" + (f" ({name})" if name else "")
+
+
+@router.get(
+    "/healthz",
+    response_model=schemas.HealthOut,
+    responses={503: {"model": schemas.HealthOut, "description": "A dependency is down."}},
+)
+async def healthz(request: Request) -> JSONResponse:
+    """Readiness: 200 when Temporal, a worker and the database all answer, else 503."""
+    checker: HealthChecker = request.app.state.health
+    checks = await checker.check(getattr(request.app.state, "temporal", None))
+    down = [name for name, check in checks.items() if not check.ok]
+    body = schemas.HealthOut(
+        status="degraded" if down else "ok",
+        temporal=checks["temporal"].ok,
+        worker=checks["worker"].ok,
+        database=checks["database"].ok,
+        down=down,
+        checks={name: check.out() for name, check in checks.items()},
+    )
+    return JSONResponse(body.model_dump(), status_code=503 if down else 200)
+
+
+@router.get("/livez", response_model=schemas.LiveOut)
+async def livez() -> schemas.LiveOut:
+    """Liveness: the process answers; no dependency is asked."""
+    return schemas.LiveOut(status="alive")
+
+
+def install_health(app: FastAPI, settings: Settings) -> None:
+    app.state.health = HealthChecker(settings)
+    app.include_router(router)

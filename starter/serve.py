@@ -1,0 +1,208 @@
+"""Run the API under uvicorn with Overtime's limits: ``python -m starter.serve``.
+
+uvicorn's command line has a concurrency limit and a keep-alive timeout but no header
+timeout: a client that opens a connection and sends its request line and headers a byte
+every few seconds keeps the connection, and its file descriptor, for as long as it
+likes; thousands of them exhaust the process. This module runs the same app
+(``starter.api:app_from_env``) with:
+
+* ``http_limit_concurrency``: more connections or requests than this at once are
+  answered ``503 {"error": "overloaded"}`` with ``Retry-After`` (uvicorn answers a plain
+  text 503; ours keeps the API's error shape);
+* ``http_keep_alive_seconds``: an idle kept-alive connection is closed;
+* ``http_header_timeout_seconds``: a connection whose request headers are not complete
+  this long after it opened, or after its previous response, is closed (the protocol
+  below; nothing is answered, as nothing was asked);
+* the body timeout (``http_body_timeout_seconds``, 408) is the app's own
+  (starter/body_limit.py), so it holds under any server;
+* no ``Server`` header, no proxy headers (``X-Forwarded-For`` is believed in the app only
+  from ``trusted_proxies``), a graceful shutdown of at most 5 s.
+
+Behind the compose reverse proxy these limits still hold for whatever reaches the API.
+Tests start the same server in-process with :func:`build_config` and an app instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from overtime.settings import Settings, get_settings
+from starter.errors import send_error
+
+log = logging.getLogger(__name__)
+
+APP = "starter.api:app_from_env"
+GRACEFUL_SHUTDOWN_SECONDS = 5
+# What the concurrency 503 tells the client to wait (seconds).
+OVERLOADED_RETRY_AFTER = 1
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a header timeout and a JSON concurrency 503.
+
+    Subclassed per server by :func:`protocol_for` (the limits are class attributes:
+    uvicorn constructs the protocol itself, one per connection).
+    """
+
+    header_timeout: float = 10.0
+    max_concurrency: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        # The request cycle the timer was armed for: a new cycle means new headers.
+        self._timed_cycle: object = None
+        # Our own check replaces uvicorn's (the same test, a different answer).
+        self.limit_concurrency = None
+        inner = self.app
+
+        async def limited(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and self._over_limit():
+                await _overloaded(send)
+                return
+            await inner(scope, receive, send)
+
+        self.app = limited
+
+    def _over_limit(self) -> bool:
+        limit = self.max_concurrency
+        # This request's task is already counted, unlike in uvicorn's own check.
+        return limit is not None and (len(self.connections) > limit or len(self.tasks) > limit)
+
+    # --- the header timer ---------------------------------------------------------------
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._timed_cycle = self.cycle
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        log.debug("request headers incomplete after %.1f s: closed", self.header_timeout)
+        # abort(), not close(): nothing of ours is worth flushing to a client that has
+        # not sent a request, and close() would wait for a client that does not read.
+        self.transport.abort()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        # A new request cycle began: its headers are complete (its body has its own
+        # timeout in the app). Also reached for pipelined requests, from
+        # on_response_complete.
+        if self._header_timer is not None and self.cycle is not self._timed_cycle:
+            self._cancel_header_timer()
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        super().on_response_complete()
+        # Kept alive with no next request parsed yet: the next headers must come in time
+        # (the keep-alive timeout ends at the first byte of them).
+        if (
+            not self.transport.is_closing()
+            and self.cycle is cycle
+            and self.conn.our_state is not h11.MUST_CLOSE
+        ):
+            self._arm_header_timer()
+
+
+async def _overloaded(send: Any) -> None:
+    await send_error(
+        send,
+        503,
+        "overloaded",
+        "the server is at its concurrency limit; retry after Retry-After seconds",
+        headers={"Retry-After": str(OVERLOADED_RETRY_AFTER), "Connection": "close"},
+    )
+
+
+def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
+    return type(
+        "GuardedH11Protocol",
+        (GuardedH11Protocol,),
+        {
+            "header_timeout": settings.http_header_timeout_seconds,
+            "max_concurrency": settings.http_limit_concurrency,
+        },
+    )
+
+
+def build_config(
+    settings: Settings,
+    app: Any = APP,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    **overrides: Any,
+) -> uvicorn.Config:
+    """The uvicorn configuration ``python -m starter.serve`` runs.
+
+    ``app`` is the import string of the factory (the default) or an app instance (tests);
+    ``overrides`` go to :class:`uvicorn.Config` as they are (``log_level``, ...).
+    """
+    options: dict[str, Any] = {
+        "host": host or settings.http_host,
+        "port": settings.http_port if port is None else port,
+        "factory": isinstance(app, str),
+        # The guarded protocol is an h11 one: forced, whatever else is installed.
+        "http": protocol_for(settings),
+        "lifespan": "on",
+        "limit_concurrency": settings.http_limit_concurrency,
+        # uvicorn's annotation says int; the value is only ever a call_later delay.
+        "timeout_keep_alive": settings.http_keep_alive_seconds,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        "proxy_headers": False,
+        "server_header": False,
+        "ws": "none",  # the API has no WebSocket routes
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m starter.serve", description="Run the Overtime HTTP API."
+    )
+    parser.add_argument("--host", help="address to listen on (OVERTIME_HTTP_HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on (OVERTIME_HTTP_PORT)")
+    parser.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's own log level (the app's is OVERTIME_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="no access log line per request"
+    )
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    overrides: dict[str, Any] = {}
+    if args.log_level:
+        overrides["log_level"] = args.log_level
+    if args.no_access_log:
+        overrides["access_log"] = False
+    uvicorn.Server(build_config(settings, host=args.host, port=args.port, **overrides)).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""``/healthz`` tells the truth; ``/livez`` only says the process answers.
+
+A Temporal dev server of this module's own, whose long poll ends after 2 s instead of a
+minute: a live idle worker then polls every 2 s, so a short ``health_worker_seen_seconds``
+tells a stopped worker from an idle one (with the default long poll an idle worker's last
+poll ages to ~60 s, which is why the production default is 75 s). The database is the
+suite's (SQLite, or PostgreSQL in the second pass), hung by another connection holding a
+lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from temporalio.testing import WorkflowEnvironment
+
+from overtime.db import engine_for
+from overtime.settings import Settings
+from overtime.temporal import with_codec
+from starter.health import ANSWER_REUSE_SECONDS, HealthChecker
+from tests.conftest import TEMPORAL_CLI, Api, WorkerControl, eventually, start_api, stop_api
+
+LONG_POLL_SECONDS = 2
+WORKER_SEEN_SECONDS = 5.0
+# The checks give up after 2 s (health_timeout_seconds); the answer comes just after.
+ANSWER_BOUND = 2.5
+
+
+@dataclass
+class Stack:
+    env: WorkflowEnvironment
+    worker: WorkerControl
+    api: Api
+    server: uvicorn.Server
+    temporal_stopped: bool = False
+
+    @property
+    def checker(self) -> HealthChecker:
+        return self.server.config.app.state.health  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(TEMPORAL_CLI),
+        dev_server_log_level="error",
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "frontend.enableUpdateWorkflowExecution=true",
+            "--dynamic-config-value",
+            f'matching.longPollExpirationInterval="{LONG_POLL_SECONDS}s"',
+        ],
+    )
+    host, port = env.client.service_client.config.target_host.split(":")
+    own = settings.model_copy(
+        update={
+            "temporal_host": host,
+            "temporal_port": int(port),
+            "task_queue": f"overtime-health-{uuid.uuid4().hex[:8]}",
+            "health_worker_seen_seconds": WORKER_SEEN_SECONDS,
+        }
+    )
+    client = with_codec(env.client, own)
+    with ThreadPoolExecutor(max_workers=32) as executor:
+        worker = WorkerControl(client, own, executor)
+        await worker.start()
+        server, task, api = await start_api(own, client)
+        stack = Stack(env, worker, api, server)
+        try:
+            yield stack
+        finally:
+            await stop_api(server, task, api)
+            if worker.workers:
+                await worker.stop()
+            if not stack.temporal_stopped:
+                await env.shutdown()
+
+
+async def health(api: Api) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    response = await api.anonymous.get("/healthz")
+    return response.status_code, response.json(), time.monotonic() - started
+
+
+async def assert_alive(api: Api) -> None:
+    started = time.monotonic()
+    response = await api.anonymous.get("/livez")
+    assert (response.status_code, response.json()) == (200, {"status": "alive"})
+    assert time.monotonic() - started < 1.0
+
+
+def assert_down(status: int, body: dict[str, Any], *names: str) -> None:
+    assert status == 503, body
+    assert body["status"] == "degraded"
+    assert body["down"] == list(names)
+    for name in ("temporal", "worker", "database"):
+        assert body[name] is (name not in names)  # the flags kept for existing monitors
+        assert body["checks"][name]["ok"] is (name not in names)
+        if name in names:
+            assert body["checks"][name]["detail"], body
+
+
+async def test_all_up_is_200_naming_each_check(stack: Stack) -> None:
+    _, body, elapsed = await eventually(
+        lambda: _when(health(stack.api), lambda r: r[0] == 200), timeout=20
+    )
+    assert body["status"] == "ok" and body["down"] == []
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {
+        "temporal": True,
+        "worker": True,
+        "database": True,
+    }
+    assert elapsed < ANSWER_BOUND
+    # An idle live worker stays up: its polls come every LONG_POLL_SECONDS.
+    for _ in range(3):
+        await asyncio.sleep(LONG_POLL_SECONDS)
+        assert (await health(stack.api))[0] == 200
+    await assert_alive(stack.api)
+
+
+async def test_a_stopped_worker_is_named_within_the_threshold(stack: Stack) -> None:
+    await stack.worker.stop()
+    stopped = time.monotonic()
+    try:
+        while True:
+            status, body, elapsed = await health(stack.api)
+            assert elapsed < ANSWER_BOUND
+            await assert_alive(stack.api)
+            if status == 503:
+                break
+            assert time.monotonic() - stopped < WORKER_SEEN_SECONDS + LONG_POLL_SECONDS + 3
+            await asyncio.sleep(0.5)
+        detected = time.monotonic() - stopped
+        assert_down(status, body, "worker")
+        # The server still lists the dead worker's pollers; their age is what tells.
+        assert "last polled" in body["checks"]["worker"]["detail"], body
+        assert stack.api.settings.task_queue in body["checks"]["worker"]["detail"]
+        assert detected >= WORKER_SEEN_SECONDS - LONG_POLL_SECONDS - 1, detected
+    finally:
+        await stack.worker.start()
+    await eventually(lambda: _when(health(stack.api), lambda r: r[0] == 200), timeout=20)
+
+
+@contextmanager
+def database_hung(url: str) -> Iterator[None]:
+    """Another connection holds the lock a reader (PostgreSQL) or writer (SQLite) needs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        # WAL mode: readers go on past an exclusive writer; every write waits for it.
+        holder = sqlite3.connect(parsed.database or "", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    with engine_for(url).connect() as connection:
+        connection.execute(text("LOCK TABLE account IN ACCESS EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+def probe_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "overtime-health-db")
+
+
+async def test_a_hung_database_is_named_in_time_without_piling_up_threads(
+    stack: Stack, settings: Settings
+) -> None:
+    await eventually(lambda: _when(health(stack.api), lambda r: r[0] == 200), timeout=20)
+    started_before = stack.checker.probes_started
+    with database_hung(settings.resolved_database_url()):
+        await asyncio.sleep(ANSWER_REUSE_SECONDS)  # past the answer given before the hang
+        # Many at once: one probe answers them all, in time.
+        answers = await asyncio.gather(*(health(stack.api) for _ in range(10)))
+        for status, body, elapsed in answers:
+            assert_down(status, body, "database")
+            assert elapsed < ANSWER_BOUND, elapsed
+        assert stack.checker.probes_started == started_before + 1
+        # Asked again and again while it hangs: never more than one probe thread.
+        for _ in range(3):
+            status, body, elapsed = await health(stack.api)
+            assert_down(status, body, "database")
+            assert elapsed < ANSWER_BOUND, elapsed
+            assert probe_threads() <= 1
+            await assert_alive(stack.api)
+    await eventually(lambda: _when(health(stack.api), lambda r: r[0] == 200), timeout=10)
+    await eventually(lambda: probe_threads() == 0, timeout=5)
+
+
+async def test_a_flood_of_healthz_costs_one_round_of_checks(stack: Stack) -> None:
+    """/healthz is public: many callers, at once or one after another within the reuse
+    window, share one round of checks (one database probe, one set of Temporal RPCs)."""
+    await eventually(lambda: _when(health(stack.api), lambda r: r[0] == 200), timeout=20)
+    await asyncio.sleep(ANSWER_REUSE_SECONDS)
+    started_before = stack.checker.probes_started
+    answers = await asyncio.gather(*(health(stack.api) for _ in range(20)))
+    answers.append(await health(stack.api))
+    assert all(status == 200 for status, _, _ in answers)
+    assert stack.checker.probes_started == started_before + 1
+    await asyncio.sleep(ANSWER_REUSE_SECONDS + 0.1)
+    status, _, _ = await health(stack.api)
+    assert status == 200 and stack.checker.probes_started == started_before + 2
+
+
+async def test_temporal_down_is_named_and_answered_in_time(stack: Stack) -> None:
+    await stack.worker.stop()
+    await stack.env.shutdown()
+    stack.temporal_stopped = True
+    await asyncio.sleep(ANSWER_REUSE_SECONDS)  # past the answer given before the outage
+    status, body, elapsed = await health(stack.api)
+    assert_down(status, body, "temporal", "worker")
+    assert elapsed < ANSWER_BOUND
+    await assert_alive(stack.api)
+
+
+async def _when(
+    result: Any, accept: Callable[[tuple[int, dict[str, Any], float]], bool]
+) -> tuple[int, dict[str, Any], float] | None:
+    value = await result
+    return value if accept(value) else None
