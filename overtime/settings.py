@@ -94,8 +94,10 @@ class Settings(BaseSettings):
 
     # --- admission control (API side) --------------------------------------------------
     # Telephony requests waiting for an answer, per API process and per account; beyond
-    # either the API answers 503 overloaded with Retry-After at once.
-    admission_max_pending: int = Field(default=2000, ge=1)
+    # either the API answers 503 overloaded with Retry-After at once. 256 per process is
+    # about what one process answers within the 1 s telephony timeout (~330 requests/s
+    # at best, BENCHMARKS.md): a request beyond it would only wait for its 503.
+    admission_max_pending: int = Field(default=256, ge=1)
     admission_max_pending_per_account: int = Field(default=100, ge=1)
     admission_retry_after_seconds: int = Field(default=1, ge=1)
 
