@@ -28,6 +28,7 @@ from overtime.production import require_production_ready
 from overtime.schedules import ensure_close_schedule
 from overtime.settings import Settings, get_settings
 from overtime.temporal import connect
+from overtime.worker_heartbeat import Runnable, WorkerHeartbeatRunner
 from workflows.account import AccountWorkflow
 from workflows.close_report import MonthEndCloseWorkflow
 from workflows.invoice import InvoiceWorkflow
@@ -35,8 +36,12 @@ from workflows.invoice import InvoiceWorkflow
 WORKFLOWS: Sequence[type] = (AccountWorkflow, InvoiceWorkflow, MonthEndCloseWorkflow)
 
 
-def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> list[Worker]:
-    """The main worker, and the Stripe worker whose queue is rate-limited.
+def build_workers(
+    client: Client, settings: Settings, executor: ThreadPoolExecutor
+) -> list[Runnable]:
+    """The main worker, the Stripe worker whose queue is rate-limited, and the heartbeat
+    that tells ``/healthz`` within seconds when this process stops (last: ``python -m
+    worker`` stops it first, so a graceful stop is recorded before the workers drain).
 
     Activities are sync and run on ``executor``. The Stripe limit is enforced by the
     Temporal server for the whole task queue (``max_task_queue_activities_per_second``),
@@ -87,7 +92,10 @@ def build_workers(client: Client, settings: Settings, executor: ThreadPoolExecut
         max_task_queue_activities_per_second=settings.stripe_requests_per_second
         / settings.stripe_calls_per_activity,
     )
-    return [main, stripe]
+    heartbeat = WorkerHeartbeatRunner(
+        client, settings, [settings.task_queue, settings.stripe_task_queue], [main, stripe]
+    )
+    return [main, stripe, heartbeat]
 
 
 async def run(settings: Settings) -> None:

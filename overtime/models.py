@@ -322,3 +322,21 @@ class WebLoginCode(SQLModel, table=True):
     attempts: int = 0
     created_at: datetime = Field(sa_column=utc_column())
     expires_at: datetime = Field(sa_column=utc_column())
+
+
+class WorkerHeartbeat(SQLModel, table=True):
+    """A running worker process says it is alive (overtime/worker_heartbeat.py): one row
+    per worker process and task queue it serves, its ``seen_at`` renewed every few
+    seconds while it reaches Temporal. ``/healthz`` reads it (starter/health.py): Temporal
+    lists a dead worker's pollers for minutes, and an idle live one's last poll ages to a
+    minute, so the pollers alone cannot tell a stopped worker within seconds."""
+
+    __tablename__ = "worker_heartbeat"
+    worker_id: str = Field(primary_key=True, max_length=255)
+    task_queue: str = Field(primary_key=True, max_length=255)
+    started_at: datetime = Field(sa_column=utc_column())
+    seen_at: datetime = Field(sa_column=utc_column(index=True))
+    # Set by a graceful stop, so /healthz names it at once; a crash leaves it null and
+    # the row simply ages. Kept (not deleted) so the table stays non-empty: an empty one
+    # means workers older than the heartbeat, judged by their polls alone.
+    stopped_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # A worker counts as up when it polled the task queue this recently (a poll is held
     # up to a minute by the server, so less than ~70 s reports idle workers as down).
     health_worker_seen_seconds: float = Field(default=75.0, gt=0)
+    # Each worker process writes a heartbeat row this often (overtime/worker_heartbeat.py);
+    # /healthz calls the worker down when none is newer than 3 of these. The API and the
+    # workers must share the value.
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0, le=60)
 
     # --- processes and ports -------------------------------------------------------
     http_host: str = "127.0.0.1"

@@ -21,6 +21,18 @@ queue. The sticky queues are the workers' own and die with them: not checked.
 The comparison uses this machine's clock against the Temporal server's (keep them in
 sync; NTP is far tighter than the margin above).
 
+The pollers alone take up to ``health_worker_seen_seconds`` to show a dead worker, so each
+worker process also writes a heartbeat row per task queue every
+``worker_heartbeat_seconds`` (overtime/worker_heartbeat.py; only while it reaches
+Temporal). The worker is up for a queue when its pollers pass the rule above AND a
+heartbeat for it is newer than ``HEARTBEAT_MISSES`` intervals: a crashed or cut-off worker
+shows within ~15 s by default, a graceful stop (which marks its rows stopped) at once, and
+an idle live worker beats all the same. No heartbeat row for a queue at all means workers
+older than the heartbeat (an upgrade under way): the pollers alone decide, and the detail
+says so; likewise when the database did not answer (it is reported down itself). The
+heartbeat is read by the database probe below, in the same connection and time bound, and
+its times come from the workers' clocks (the same NTP caveat).
+
 The database probe runs on a thread of its own, never the shared thread pool: a hung
 database must not pile up threads. While one probe is still running past its timeout the
 database is reported down at once, without starting another. Probes use a connection of
@@ -40,6 +52,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
@@ -62,6 +75,22 @@ log = logging.getLogger(__name__)
 
 # The table the probe reads: the one every telephony request reads on a cache miss.
 PROBE_TABLE = "account"
+# A worker is down when none of its heartbeats is newer than this many intervals (one
+# beat lost to a slow write or a Temporal blip is not an alarm).
+HEARTBEAT_MISSES = 3
+
+
+@dataclass(frozen=True)
+class Beat:
+    """The newest heartbeats recorded for one task queue."""
+
+    newest_live: datetime | None  # the newest beat of a worker not stopped
+    newest: datetime  # the newest beat or goodbye of any worker
+    stopped: bool  # the newest is a graceful stop
+
+
+# Per task queue; only queues with at least one row (none: judged by the pollers alone).
+Beats = dict[str, Beat]
 
 router = APIRouter()
 
@@ -89,7 +118,7 @@ class HealthChecker:
         self._url = settings.resolved_database_url()
         self._engine: Engine | None = None
         # The database probe in progress (at most one) and when it started.
-        self._probe: concurrent.futures.Future[None] | None = None
+        self._probe: concurrent.futures.Future[Beats] | None = None
         self._probe_started = 0.0
         # Instruments (tests): probe threads started.
         self.probes_started = 0
@@ -111,10 +140,35 @@ class HealthChecker:
         return await asyncio.shield(self._round)
 
     async def _check_now(self, client: Client | None) -> dict[schemas.Dependency, Check]:
-        (temporal, worker), database = await asyncio.gather(
+        (temporal, polls), (database, beats) = await asyncio.gather(
             self._temporal(client), self._database()
         )
+        worker = self._worker(polls, beats) if temporal.ok else polls
         return {"temporal": temporal, "worker": worker, "database": database}
+
+    def _worker(self, polls: Check, beats: Beats | None) -> Check:
+        """The poller rule (``polls``) and the heartbeat, both, per queue."""
+        problems = [polls.detail] if polls.detail else []
+        notes: list[str] = []
+        now = datetime.now(UTC)
+        limit = HEARTBEAT_MISSES * self.settings.worker_heartbeat_seconds
+        for queue in dict.fromkeys(name for name, _, _ in self._queues()):
+            if beats is None:
+                notes.append(f"{queue}: heartbeat unknown (database), judged by polls alone")
+                continue
+            beat = beats.get(queue)
+            if beat is None:
+                notes.append(f"{queue}: no worker heartbeat recorded, judged by polls alone")
+                continue
+            if beat.newest_live is not None and _age(now, beat.newest_live) <= limit:
+                continue
+            stopped = " (stopped)" if beat.stopped else ""
+            problems.append(
+                f"{queue}: no worker heartbeat for {_age(now, beat.newest):.0f} s{stopped}"
+            )
+        if problems:
+            return Check(False, "; ".join(problems + notes))
+        return Check(True, "; ".join(notes) or None)
 
     # --- Temporal and the worker ------------------------------------------------------
 
@@ -175,13 +229,15 @@ class HealthChecker:
 
     # --- the database -----------------------------------------------------------------
 
-    async def _database(self) -> Check:
+    async def _database(self) -> tuple[Check, Beats | None]:
+        """The database check, and the heartbeats the probe read (None: not read)."""
         now = time.monotonic()
         probe = self._probe
         if probe is not None and not probe.done():
             stuck_for = now - self._probe_started
             if stuck_for >= self.timeout:
-                return Check(False, f"the previous probe has not answered for {stuck_for:.0f} s")
+                detail = f"the previous probe has not answered for {stuck_for:.0f} s"
+                return Check(False, detail), None
             # Another /healthz started it just now: share its answer.
         else:
             probe = self._start_probe()
@@ -193,24 +249,24 @@ class HealthChecker:
             # cancelled), and its late outcome is not left unretrieved on this wrapper.
             waiting.cancel()
             log.warning("health: database probe timed out", extra={"seconds": self.timeout})
-            return Check(False, f"did not answer within {self.timeout:g} s")
+            return Check(False, f"did not answer within {self.timeout:g} s"), None
         error = probe.exception()
         if error is not None:
             log.warning("health: database down", extra={"error": repr(error)})
-            return Check(False, _failure(error, self.timeout))
-        return Check(True)
+            return Check(False, _failure(error, self.timeout)), None
+        return Check(True), probe.result()
 
-    def _start_probe(self) -> concurrent.futures.Future[None]:
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+    def _start_probe(self) -> concurrent.futures.Future[Beats]:
+        future: concurrent.futures.Future[Beats] = concurrent.futures.Future()
         future.set_running_or_notify_cancel()
 
         def run() -> None:
             try:
-                self._probe_database()
+                beats = self._probe_database()
             except BaseException as err:  # reported to whoever waits
                 future.set_exception(err)
             else:
-                future.set_result(None)
+                future.set_result(beats)
 
         self._probe, self._probe_started = future, time.monotonic()
         self.probes_started += 1
@@ -219,15 +275,29 @@ class HealthChecker:
         threading.Thread(target=run, name="overtime-health-db", daemon=True).start()
         return future
 
-    def _probe_database(self) -> None:
+    def _heartbeat_query(self) -> tuple[str, dict[str, str]]:
+        """The newest beats per queue: one row per queue, however many workers ran."""
+        queues = list(dict.fromkeys(name for name, _, _ in self._queues()))
+        params = {f"q{i}": queue for i, queue in enumerate(queues)}
+        names = ", ".join(f":{key}" for key in params)
+        return (
+            "SELECT task_queue, MAX(CASE WHEN stopped_at IS NULL THEN seen_at END), "
+            f"MAX(seen_at), MAX(stopped_at) FROM worker_heartbeat WHERE task_queue IN ({names}) "
+            "GROUP BY task_queue",
+            params,
+        )
+
+    def _probe_database(self) -> Beats:
         url = make_url(self._url)
         if url.get_backend_name() == "sqlite":
-            self._probe_sqlite(url.database or "")
-        else:
-            with self._probe_engine().connect() as connection:
-                connection.execute(text(f"SELECT 1 FROM {PROBE_TABLE} LIMIT 1"))
+            return self._probe_sqlite(url.database or "")
+        query, params = self._heartbeat_query()
+        with self._probe_engine().connect() as connection:
+            connection.execute(text(f"SELECT 1 FROM {PROBE_TABLE} LIMIT 1"))
+            rows = connection.execute(text(query), params).fetchall()
+        return _beats([tuple(row) for row in rows])
 
-    def _probe_sqlite(self, path: str) -> None:
+    def _probe_sqlite(self, path: str) -> Beats:
         """A read, then the write lock taken and given back at once.
 
         In WAL mode (overtime/db.py) readers never wait for a writer, so a read alone
@@ -241,12 +311,15 @@ class HealthChecker:
         )
         try:
             connection.execute(f"SELECT 1 FROM {PROBE_TABLE} LIMIT 1").fetchall()
+            query, params = self._heartbeat_query()
+            rows = connection.execute(query, params).fetchall()
             left_ms = max(1, int((deadline - time.monotonic()) * 1000))
             connection.execute(f"PRAGMA busy_timeout = {left_ms}")
             connection.execute("BEGIN IMMEDIATE")
             connection.execute("ROLLBACK")
         finally:
             connection.close()
+        return _beats(rows)
 
     def _probe_engine(self) -> Engine:
         """One connection of its own, with server-side timeouts (PostgreSQL)."""
@@ -265,6 +338,28 @@ class HealthChecker:
                 },
             )
         return self._engine
+
+
+def _beats(rows: list[tuple[Any, ...]]) -> Beats:
+    return {
+        queue: Beat(
+            newest_live=_utc(live) if live is not None else None,
+            newest=_utc(newest),
+            stopped=stopped is not None and _utc(stopped) >= _utc(newest),
+        )
+        for queue, live, newest, stopped in rows
+    }
+
+
+def _utc(value: datetime | str) -> datetime:
+    """A time as stored: aware on PostgreSQL; on SQLite, UTC text (overtime/models.py)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _age(now: datetime, then: datetime) -> float:
+    return max(0.0, (now - then).total_seconds())
 
 
 def _failure(error: BaseException, timeout: float) -> str:

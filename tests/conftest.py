@@ -29,7 +29,6 @@ from aiohttp import web
 from sqlalchemy import text
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from devstack.fake_stripe import FakeStripe
 from devstack.mail_catcher import MailCatcher
@@ -38,6 +37,7 @@ from overtime.db import engine_for, init_db
 from overtime.observability import free_port
 from overtime.settings import Settings
 from overtime.temporal import with_codec
+from overtime.worker_heartbeat import Runnable
 from starter.api import create_app
 from worker import build_workers
 
@@ -265,7 +265,7 @@ class WorkerControl:
     client: Client
     settings: Settings
     executor: ThreadPoolExecutor
-    workers: list[Worker] = field(default_factory=list)
+    workers: list[Runnable] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:

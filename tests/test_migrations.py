@@ -54,3 +54,16 @@ def test_web_sessions_migration_goes_up_and_down(tmp_path: Path) -> None:
     with engine.begin() as connection:
         command.downgrade(alembic_config(connection), "0004")
     assert not {"web_session", "web_login_code"} & set(inspect(engine).get_table_names())
+
+
+def test_worker_heartbeat_migration_goes_up_and_down(tmp_path: Path) -> None:
+    """0007 adds the worker heartbeat table (read by /healthz) and removes it again."""
+    engine = engine_for(f"sqlite:///{tmp_path / 'heartbeat.db'}")
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0007")
+    assert "worker_heartbeat" in inspect(engine).get_table_names()
+    primary = inspect(engine).get_pk_constraint("worker_heartbeat")["constrained_columns"]
+    assert primary == ["worker_id", "task_queue"]
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0006")
+    assert "worker_heartbeat" not in inspect(engine).get_table_names()
