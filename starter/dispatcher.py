@@ -175,6 +175,11 @@ class AccountDispatcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         remaining = self._telephony_timeout - (now - arrived if arrived is not None else 0.0)
+        if remaining <= 0:
+            # Spent before it could be queued (the account load took the whole budget):
+            # sending it now would only make the workflow grant and then take it back.
+            self.timeouts += 1
+            raise DispatchTimeout("the request's time ran out before it could be sent")
         account_id = start_input.profile.account_id
         queue = self._queues.get(account_id)
         if queue is None:
@@ -182,9 +187,9 @@ class AccountDispatcher:
         request = replace(
             request,
             request_id=request.request_id or str(uuid.uuid4()),
-            deadline=datetime.now(UTC) + timedelta(seconds=max(remaining, 0.0)),
+            deadline=datetime.now(UTC) + timedelta(seconds=remaining),
         )
-        waiter = _Waiter(request, loop.create_future(), deadline=now + max(remaining, 0.0))
+        waiter = _Waiter(request, loop.create_future(), deadline=now + remaining)
         queue.pending.append(waiter)
         timer = loop.call_at(waiter.deadline, self._give_up, account_id, waiter)
         self._pump(account_id, queue)

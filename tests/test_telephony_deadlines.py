@@ -601,6 +601,13 @@ async def test_time_spent_before_dispatch_counts_against_the_same_deadline() -> 
     )
     assert isinstance(late, DispatchTimeout)
     assert elapsed < 0.3
+    # Arrived longer ago than the whole budget: answered at once, nothing sent.
+    attempts = len(client.attempts)
+    spent, elapsed = await timed(
+        dispatcher.telephony(start_input(), authorize("c0"), loop.time() - 0.6)
+    )
+    assert isinstance(spent, DispatchTimeout) and elapsed < 0.05
+    assert len(client.attempts) == attempts
     # Arrived just now: the whole budget, and the answer comes.
     fresh, _ = await timed(dispatcher.telephony(start_input(), authorize("c2"), loop.time()))
     assert not isinstance(fresh, Exception) and fresh.allowed
