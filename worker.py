@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -99,6 +100,11 @@ def build_workers(
 
 
 async def run(settings: Settings) -> None:
+    """Polls until SIGINT/SIGTERM (then returns) or a Temporal worker's fatal error (then
+    raises it). The SDK's ``async with Worker`` cancels this task when the worker's
+    ``run()`` fails and re-raises the failure on exit, after the heartbeat said goodbye
+    and the other workers drained: a worker dead of a fatal error never leaves the process
+    sitting on ``stop.wait()``."""
     runtime = (
         metrics_runtime(settings.worker_metrics_port, settings.worker_metrics_host)
         if settings.worker_metrics_port
@@ -133,7 +139,13 @@ def main() -> None:
     configure_logging(settings.log_format, settings.log_level)
     # Before connecting: in production a dev secret or a missing one exits non-zero here.
     require_production_ready(settings)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except Exception:
+        # Non-zero, so the supervisor (compose's restart policy, systemd, Kubernetes)
+        # starts a fresh process: a worker without its Temporal workers serves nothing.
+        logging.getLogger("overtime.worker").exception("worker stopped by a fatal error")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import math
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -27,20 +29,68 @@ MIGRATION_LOCK_ID = 7_433_101
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-            # The API and the worker are separate processes writing one file: WAL lets
-            # readers go on while one writer commits; busy_timeout waits for the lock.
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
+        return _sqlite_engine(url, busy_seconds=30.0)
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _sqlite_engine(url: str, busy_seconds: float, **pool: Any) -> Engine:
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": busy_seconds}, **pool
+    )
+    busy_ms = max(1, int(busy_seconds * 1000))
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        # The API and the worker are separate processes writing one file: WAL lets
+        # readers go on while one writer commits; busy_timeout waits for the lock.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def postgres_bounded_args(seconds: float) -> dict[str, Any]:
+    """libpq options that bound every wait of a connection to about ``seconds``.
+
+    ``statement_timeout`` and ``lock_timeout`` are enforced by the server, so they end a
+    slow query or a lock wait but not a dead network: after a failover that black-holes
+    established connections a client would sit in ``recv`` until the kernel gives up
+    (``tcp_retries2``: ~15 minutes). TCP keepalives (probing an idle connection that waits
+    for an answer) and ``TCP_USER_TIMEOUT`` (sent data left unacknowledged) make such a
+    connection fail within a few seconds instead.
+    """
+    whole = max(1, math.ceil(seconds))
+    ms = max(1, int(seconds * 1000))
+    return {
+        # libpq counts whole seconds (at least 2).
+        "connect_timeout": max(2, whole),
+        "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+        "keepalives": 1,
+        "keepalives_idle": whole,
+        "keepalives_interval": 1,
+        "keepalives_count": 2,
+        "tcp_user_timeout": (whole + 2) * 1000,
+    }
+
+
+def bounded_engine(url: str, seconds: float) -> Engine:
+    """An engine of one connection (no overflow) whose every wait ends after a few
+    seconds: connecting, a checkout, a statement, a lock, a dead network (PostgreSQL), the
+    write lock (SQLite's busy timeout). For work that must answer in time whatever the
+    shared pool (``engine_for``) is doing: the health probe, the worker heartbeat."""
+    pool: dict[str, Any] = {
+        "pool_size": 1,
+        "max_overflow": 0,
+        "pool_timeout": seconds,
+        "pool_pre_ping": True,
+        "pool_recycle": 300,
+    }
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, busy_seconds=seconds, **pool)
+    return create_engine(url, connect_args=postgres_bounded_args(seconds), **pool)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -33,12 +33,17 @@ says so; likewise when the database did not answer (it is reported down itself).
 heartbeat is read by the database probe below, in the same connection and time bound, and
 its times come from the workers' clocks (the same NTP caveat).
 
-The database probe runs on a thread of its own, never the shared thread pool: a hung
-database must not pile up threads. While one probe is still running past its timeout the
-database is reported down at once, without starting another. Probes use a connection of
-their own with database-side timeouts (a lock wait ends with the timeout), so a probe
-thread frees itself shortly after; a network black hole is bounded by the connection
-timeout.
+The database probe runs on a daemon thread of its own, never the shared thread pool, and
+at most ``MAX_PROBE_THREADS`` (2) ever run: a hung database must not pile up threads.
+Probes use an engine of their own (one connection, overtime/db.py ``bounded_engine``) with
+database-side timeouts (a slow statement or a lock wait ends with the timeout) and, on
+PostgreSQL, TCP keepalives and ``tcp_user_timeout``: a connection black-holed by a
+failover fails within a few seconds instead of sitting in ``recv`` for the kernel's ~15
+minutes. A probe still running past its timeout is abandoned: the next round starts a
+second one on a fresh engine (so a database back after a failover is seen at once, not
+when the stuck connection finally errors), and the abandoned engine is disposed of when
+its probe returns. While both are running the database is reported down at once,
+without starting another.
 """
 
 from __future__ import annotations
@@ -46,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import math
 import sqlite3
 import threading
 import time
@@ -59,7 +63,6 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import create_engine
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import (
@@ -68,6 +71,7 @@ from temporalio.api.workflowservice.v1 import (
 )
 from temporalio.client import Client
 
+from overtime.db import bounded_engine
 from overtime.settings import Settings
 from starter import schemas
 
@@ -78,6 +82,9 @@ PROBE_TABLE = "account"
 # A worker is down when none of its heartbeats is newer than this many intervals (one
 # beat lost to a slow write or a Temporal blip is not an alarm).
 HEARTBEAT_MISSES = 3
+# Database probe threads alive at once, at most: one abandoned past its timeout, and a
+# fresh one beside it.
+MAX_PROBE_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -116,10 +123,13 @@ class HealthChecker:
         self.settings = settings
         self.timeout = settings.health_timeout_seconds
         self._url = settings.resolved_database_url()
+        # The engine new probes use; replaced when a probe on it is abandoned.
         self._engine: Engine | None = None
-        # The database probe in progress (at most one) and when it started.
+        # The newest database probe and when it started; probes still running (the
+        # newest, and any abandoned past its timeout), at most MAX_PROBE_THREADS.
         self._probe: concurrent.futures.Future[Beats] | None = None
         self._probe_started = 0.0
+        self._running: set[concurrent.futures.Future[Beats]] = set()
         # Instruments (tests): probe threads started.
         self.probes_started = 0
         # The latest round of checks (see check()).
@@ -233,13 +243,16 @@ class HealthChecker:
         """The database check, and the heartbeats the probe read (None: not read)."""
         now = time.monotonic()
         probe = self._probe
-        if probe is not None and not probe.done():
+        self._running = {f for f in self._running if not f.done()}
+        if probe is not None and not probe.done() and now - self._probe_started < self.timeout:
+            pass  # another /healthz started it just now: share its answer
+        elif len(self._running) >= MAX_PROBE_THREADS:
             stuck_for = now - self._probe_started
-            if stuck_for >= self.timeout:
-                detail = f"the previous probe has not answered for {stuck_for:.0f} s"
-                return Check(False, detail), None
-            # Another /healthz started it just now: share its answer.
+            detail = f"the previous probe has not answered for {stuck_for:.0f} s"
+            return Check(False, detail), None
         else:
+            if probe is not None and not probe.done():
+                self._abandon(probe)
             probe = self._start_probe()
         remaining = self._probe_started + self.timeout - now
         waiting = asyncio.wrap_future(probe)
@@ -250,25 +263,38 @@ class HealthChecker:
             waiting.cancel()
             log.warning("health: database probe timed out", extra={"seconds": self.timeout})
             return Check(False, f"did not answer within {self.timeout:g} s"), None
+        waiting.exception()  # retrieved on the wrapper too (read from the probe below)
         error = probe.exception()
         if error is not None:
             log.warning("health: database down", extra={"error": repr(error)})
             return Check(False, _failure(error, self.timeout)), None
         return Check(True), probe.result()
 
+    def _abandon(self, probe: concurrent.futures.Future[Beats]) -> None:
+        """A probe stuck past its timeout: new probes get a fresh engine (its connection may
+        be the dead one), and the old engine is disposed of when the probe returns."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            # Runs on the probe's thread when it finishes (never on the event loop).
+            probe.add_done_callback(lambda _: engine.dispose())
+        log.warning("health: database probe abandoned past its timeout")
+
     def _start_probe(self) -> concurrent.futures.Future[Beats]:
         future: concurrent.futures.Future[Beats] = concurrent.futures.Future()
         future.set_running_or_notify_cancel()
+        # Chosen here, on the event loop: the thread never races _abandon() for it.
+        engine = None if self._is_sqlite() else self._probe_engine()
 
         def run() -> None:
             try:
-                beats = self._probe_database()
+                beats = self._probe_database(engine)
             except BaseException as err:  # reported to whoever waits
                 future.set_exception(err)
             else:
                 future.set_result(beats)
 
         self._probe, self._probe_started = future, time.monotonic()
+        self._running.add(future)
         self.probes_started += 1
         # A daemon thread: one stuck in a database call must not keep the process from
         # exiting (a pool's threads are joined at exit).
@@ -287,12 +313,14 @@ class HealthChecker:
             params,
         )
 
-    def _probe_database(self) -> Beats:
-        url = make_url(self._url)
-        if url.get_backend_name() == "sqlite":
-            return self._probe_sqlite(url.database or "")
+    def _is_sqlite(self) -> bool:
+        return make_url(self._url).get_backend_name() == "sqlite"
+
+    def _probe_database(self, engine: Engine | None) -> Beats:
+        if engine is None:
+            return self._probe_sqlite(make_url(self._url).database or "")
         query, params = self._heartbeat_query()
-        with self._probe_engine().connect() as connection:
+        with engine.connect() as connection:
             connection.execute(text(f"SELECT 1 FROM {PROBE_TABLE} LIMIT 1"))
             rows = connection.execute(text(query), params).fetchall()
         return _beats([tuple(row) for row in rows])
@@ -322,21 +350,10 @@ class HealthChecker:
         return _beats(rows)
 
     def _probe_engine(self) -> Engine:
-        """One connection of its own, with server-side timeouts (PostgreSQL)."""
+        """One connection of its own, every wait bounded (PostgreSQL: server-side
+        timeouts, TCP keepalives and ``tcp_user_timeout``)."""
         if self._engine is None:
-            ms = int(self.timeout * 1000)
-            self._engine = create_engine(
-                self._url,
-                pool_size=1,
-                max_overflow=0,
-                pool_pre_ping=True,
-                pool_recycle=300,
-                connect_args={
-                    # libpq counts whole seconds (at least 2).
-                    "connect_timeout": max(2, math.ceil(self.timeout)),
-                    "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
-                },
-            )
+            self._engine = bounded_engine(self._url, self.timeout)
         return self._engine
 
 
