@@ -41,6 +41,7 @@ from starter.payments import PaymentService
 from starter.report_routes import router as report_router
 from starter.services import AccountService
 from starter.web import install_web
+from starter.web.login import pending_code_mails
 from workflows.types import AccountSnapshot
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -116,6 +117,9 @@ def create_app(
         app.state.dispatcher = dispatcher
         app.state.service = service
         yield
+        # Sign-in code mails still under way (sent after their answer) go out before the
+        # process ends; bounded by the mailer's own SMTP timeout.
+        await pending_code_mails()
         await dispatcher.aclose()
 
     app = FastAPI(

@@ -8,30 +8,43 @@
   the code emailed to them (never sent for a wrong password).
 * The answer to an attacked account is slowed, progressively and capped; every failure
   and the code-required state are logged.
+* Someone who has the password gains nothing either: the answer does not wait for (or
+  depend on) the code mail, concurrent code guesses cannot overrun the attempts, and a
+  used-up code buys no fresh one before the resend limit (and a few per hour at most).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import select
 from temporalio.client import Client
 
 from devstack.mail_catcher import CaughtMail, MailCatcher
 from overtime import mailer
-from overtime.db import init_db
-from overtime.observability import free_port
+from overtime.db import init_db, session_scope
+from overtime.models import WebLoginCode
 from overtime.settings import Settings
 from starter.web.config import WebSettings
-from starter.web.security import Throttle, ThrottleStatus, address_key, email_digest
+from starter.web.login import pending_code_mails
+from starter.web.security import (
+    Throttle,
+    ThrottleStatus,
+    address_key,
+    email_digest,
+    login_key,
+)
 from tests.conftest import Api, WorkerControl, start_api, stop_api
 
 PASSWORD = "a long enough password"
@@ -107,12 +120,15 @@ def records(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRec
     return [r for r in caplog.records if getattr(r, "event", None) == event]
 
 
-def code_mails(mail: MailCatcher, to: str) -> list[CaughtMail]:
+async def code_mails(mail: MailCatcher, to: str) -> list[CaughtMail]:
+    """The code mails to ``to`` once every mail under way was sent (they go out after the
+    answer, in the background)."""
+    await pending_code_mails()
     return [m for m in mail.to(to) if m.header("X-Overtime-Notice") == "login_code"]
 
 
-def code_in(mail: MailCatcher, to: str) -> str:
-    mails = code_mails(mail, to)
+async def code_in(mail: MailCatcher, to: str) -> str:
+    mails = await code_mails(mail, to)
     assert mails, f"no sign-in code sent to {to}"
     found = re.search(r"\b(\d{6})\b", mails[-1].text())
     assert found, mails[-1].text()
@@ -187,7 +203,7 @@ async def test_a_victim_cannot_be_locked_out(
     # as for the right password (which must not show).
     assert statuses == [401] * 5 + [200] * 7
     assert 'name="code"' in answer.text
-    assert mail.to(email) == []  # wrong passwords send no mail, however many
+    assert await code_mails(mail, email) == []  # wrong passwords send no mail, however many
     failed = [r for r in records(caplog, "web_login_failed") if r.email_hash == email_digest(email)]  # type: ignore[attr-defined]
     assert len(failed) == 12
     assert len({r.client for r in failed}) > 1  # type: ignore[attr-defined]
@@ -205,11 +221,11 @@ async def test_a_victim_cannot_be_locked_out(
         asked = await post_login(owner, {"email": email, "password": PASSWORD}, address())
         assert asked.status_code == 200 and 'name="code"' in asked.text
         assert (await owner.get(f"/app/a/{account_id}")).status_code == 303  # not yet
-        code = code_in(mail, email)
-        assert len(mail.to(email)) == 1
+        code = await code_in(mail, email)
+        assert len(await code_mails(mail, email)) == 1
         # A second sign-in within a minute sends no second mail (the code still holds).
         also = await post_login(phone, {"email": email, "password": PASSWORD}, address())
-        assert also.status_code == 200 and len(mail.to(email)) == 1
+        assert also.status_code == 200 and len(await code_mails(mail, email)) == 1
         wrong = "111111" if code != "111111" else "222222"
         refused = await post_login(owner, {"code": wrong}, address())
         assert refused.status_code == 401 and 'name="code"' in refused.text
@@ -236,14 +252,14 @@ async def test_in_the_code_state_a_wrong_password_answers_as_the_right_one(
     await reach_code_state(proxied, email)
     async with client_for(api) as attacker, client_for(api) as owner:
         wrong = await post_login(attacker, {"email": email, "password": "still wrong"}, address())
-        assert code_mails(mail, email) == []  # a wrong password sends nothing
+        assert await code_mails(mail, email) == []  # a wrong password sends nothing
         right = await post_login(owner, {"email": email, "password": PASSWORD}, address())
         assert wrong.status_code == right.status_code == 200
         assert 'name="code"' in wrong.text
         assert comparable(wrong) == comparable(right)
         assert ("set-cookie" in wrong.headers) == ("set-cookie" in right.headers)
-        [sent] = code_mails(mail, email)
-        code = code_in(mail, email)
+        [sent] = await code_mails(mail, email)
+        code = await code_in(mail, email)
         # Not in the subject (lock-screen previews show it): no digit at all there.
         assert re.search(r"\d", sent.subject) is None, sent.subject
         # The attacker who saw the code form cannot finish with any code, not even the
@@ -260,30 +276,169 @@ async def test_in_the_code_state_a_wrong_password_answers_as_the_right_one(
         assert (await owner.get(f"/app/a/{account_id}")).status_code == 200
 
 
-async def test_a_code_that_could_not_be_sent_is_sent_on_the_next_attempt(
-    proxied: Proxied, mail: MailCatcher
+async def timed_post(
+    client: httpx.AsyncClient, data: dict[str, str], forwarded_for: str
+) -> tuple[httpx.Response, float]:
+    """The POST alone, timed (not the GET for its CSRF token)."""
+    token = await csrf_of(client)
+    started = time.monotonic()
+    answer = await client.post(
+        "/login", data={"csrf_token": token, **data}, headers={"X-Forwarded-For": forwarded_for}
+    )
+    return answer, time.monotonic() - started
+
+
+@asynccontextmanager
+async def stalled_relay() -> AsyncIterator[tuple[int, asyncio.Event, asyncio.Event]]:
+    """An SMTP relay that takes the connection and never greets (a hung relay) until
+    released, then hangs up: (port, connected, release)."""
+    connected, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], connected, release
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
+
+
+def codes_of(proxied: Proxied, email: str) -> list[WebLoginCode]:
+    db = proxied.app.state.settings.resolved_database_url()  # type: ignore[attr-defined]
+    with session_scope(db) as session:
+        return list(
+            session.exec(
+                select(WebLoginCode).where(
+                    WebLoginCode.login_key == login_key(proxied.web.web_session_secret, email)
+                )
+            ).all()
+        )
+
+
+async def test_the_code_page_comes_before_the_mail_and_an_unsent_code_is_sent_again(
+    proxied: Proxied, mail: MailCatcher, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Mail down: 503, and the code that nobody got is void, so signing in again at once
-    (well within the resend window) emails a fresh one."""
+    """The right password's answer does not wait for the mail (a hung relay would hold a
+    synchronous send for the mailer's 8 s timeout) and looks like a wrong password's;
+    when the mail then fails, the failure is logged, the code nobody got is void, and
+    signing in again at once (well within the resend window) emails a fresh one."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
     api, app = proxied.api, proxied.app
     account_id, email = await customer(api)
     await reach_code_state(proxied, email)
     settings = app.state.settings  # type: ignore[attr-defined]
-    # Read per request by /login: nothing listens on a just-freed port.
-    app.state.settings = settings.model_copy(update={"smtp_port": free_port()})  # type: ignore[attr-defined]
-    try:
-        async with client_for(api) as owner:
-            unsent = await post_login(owner, {"email": email, "password": PASSWORD}, address())
-            assert unsent.status_code == 503
-    finally:
-        app.state.settings = settings  # type: ignore[attr-defined]
-    assert code_mails(mail, email) == []
+    async with stalled_relay() as (port, connected, release):
+        # Read per request by /login (and handed to the mail task as it was then).
+        app.state.settings = settings.model_copy(update={"smtp_port": port})  # type: ignore[attr-defined]
+        try:
+            async with client_for(api) as attacker, client_for(api) as owner:
+                wrong, wrong_took = await timed_post(
+                    attacker, {"email": email, "password": "still wrong"}, address()
+                )
+                right, right_took = await timed_post(
+                    owner, {"email": email, "password": PASSWORD}, address()
+                )
+        finally:
+            app.state.settings = settings  # type: ignore[attr-defined]
+        assert wrong.status_code == right.status_code == 200 and 'name="code"' in right.text
+        assert comparable(wrong) == comparable(right)
+        # The mail is under way (the relay has its connection and has said nothing), so
+        # the answer did not wait for it.
+        await asyncio.wait_for(connected.wait(), 5)
+        assert right_took < proxied.web.web_login_delay_max_seconds + 1.0, right_took
+        assert right_took < wrong_took + 1.0, (right_took, wrong_took)
+        assert records(caplog, "web_login_code_unsent") == []
+        release.set()  # the relay hangs up: the send fails
+        await pending_code_mails()
+    [unsent] = [
+        r
+        for r in records(caplog, "web_login_code_unsent")
+        if r.email_hash == email_digest(email)  # type: ignore[attr-defined]
+    ]
+    assert unsent.levelno == logging.WARNING and unsent.error  # type: ignore[attr-defined]
+    assert await code_mails(mail, email) == []
+    assert codes_of(proxied, email) == []  # void: it holds back no resend
     async with client_for(api) as owner:
         asked = await post_login(owner, {"email": email, "password": PASSWORD}, address())
         assert asked.status_code == 200 and 'name="code"' in asked.text
-        assert len(code_mails(mail, email)) == 1
-        done = await post_login(owner, {"code": code_in(mail, email)}, address())
+        assert len(await code_mails(mail, email)) == 1
+        done = await post_login(owner, {"code": await code_in(mail, email)}, address())
         assert done.status_code == 303 and done.headers["location"] == f"/app/a/{account_id}"
+
+
+async def test_concurrent_code_guesses_take_no_more_than_the_allowed_attempts(
+    proxied: Proxied, mail: MailCatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone with the password guesses codes: 20 at once take at most the code's
+    attempts (each is counted before it is compared), none signs in; each guess waits
+    the account's delay like a password; once the code is used up, signing in with the
+    password again within the resend window sends no new code, and beyond the resend
+    limit at most ``web_login_code_max_per_window`` codes go out (the last one sent still
+    works)."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    api, web = proxied.api, proxied.web
+    max_attempts = web.web_login_code_max_attempts
+    account_id, email = await customer(api)
+    await reach_code_state(proxied, email)
+    async with client_for(api) as owner:
+        asked = await post_login(owner, {"email": email, "password": PASSWORD}, address())
+        assert asked.status_code == 200
+        code = await code_in(mail, email)
+        guesses = [f"{(int(code) + i) % 10**6:06d}" for i in range(1, 22)]
+        # The code step waits the account's delay too (6 failures now: the cap).
+        first, took = await timed_post(owner, {"code": guesses[0]}, address())
+        assert first.status_code == 401
+        throttle = Throttle("s", 5, 30, 900, 2, 0.1, 0.4)
+        wait = throttle.delay(ThrottleStatus(6, 0, 1))
+        assert wait == 0.4 and took >= wait - 0.01, took
+        token = await csrf_of(owner)
+        answers = await asyncio.gather(
+            *(
+                owner.post(
+                    "/login",
+                    data={"csrf_token": token, "code": guess},
+                    headers={"X-Forwarded-For": address()},
+                )
+                for guess in guesses[1:]
+            )
+        )
+        assert [a.status_code for a in answers] == [401] * 20
+        [row] = codes_of(proxied, email)
+        assert row.attempts == max_attempts  # not 21: concurrent guesses did not overrun it
+        # Used up: even the right code no longer signs in.
+        late = await post_login(owner, {"code": code}, address())
+        assert late.status_code == 401
+        assert (await owner.get(f"/app/a/{account_id}")).status_code == 303
+        # The password again, at once: the code page, but no new code to guess at.
+        again = await post_login(owner, {"email": email, "password": PASSWORD}, address())
+        assert again.status_code == 200 and 'name="code"' in again.text
+        assert len(await code_mails(mail, email)) == 1
+        held = [
+            r for r in records(caplog, "web_login_code_held") if r.email_hash == email_digest(email)
+        ]  # type: ignore[attr-defined]
+        assert len(held) == 1
+    # Without the resend limit, the per-window cap still holds.
+    cap = 3
+    proxied.app.state.web_settings = web.model_copy(  # type: ignore[attr-defined]
+        update={"web_login_code_resend_seconds": 0, "web_login_code_max_per_window": cap}
+    )
+    try:
+        async with client_for(api) as owner:
+            for _ in range(cap + 1):
+                asked = await post_login(owner, {"email": email, "password": PASSWORD}, address())
+                assert asked.status_code == 200 and 'name="code"' in asked.text
+                await pending_code_mails()
+            assert len(await code_mails(mail, email)) == cap
+            # Beyond the cap the owner waits for no new code: the last one sent still works.
+            done = await post_login(owner, {"code": await code_in(mail, email)}, address())
+            assert done.status_code == 303 and done.headers["location"] == f"/app/a/{account_id}"
+    finally:
+        proxied.app.state.web_settings = web  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("locale", ["de", "en"])
@@ -347,13 +502,13 @@ async def test_the_admin_cannot_be_locked_out_either(proxied: Proxied, mail: Mai
                 attacker, {"email": web.admin_email, "password": "nope"}, address()
             )
             assert answer.status_code == (401 if i < 5 else 200)
-    assert mail.to(web.admin_email) == []
+    assert await code_mails(mail, web.admin_email) == []
     async with client_for(api) as admin:
         asked = await post_login(
             admin, {"email": web.admin_email, "password": web.admin_password}, address()
         )
         assert asked.status_code == 200 and 'name="code"' in asked.text
-        done = await post_login(admin, {"code": code_in(mail, web.admin_email)}, address())
+        done = await post_login(admin, {"code": await code_in(mail, web.admin_email)}, address())
         assert done.status_code == 303 and done.headers["location"] == "/admin"
         assert (await admin.get("/admin")).status_code == 200
 

@@ -13,6 +13,7 @@ from devstack.mail_catcher import MailCatcher
 from starter.web.charts import day_chart
 from starter.web.data import DayUsage
 from starter.web.i18n import MESSAGES, Translator, parse_euros, parse_minutes
+from starter.web.login import pending_code_mails
 from tests.conftest import Api
 
 PASSWORD = "a long enough password"
@@ -135,6 +136,7 @@ async def test_failed_sign_ins_ask_the_owner_for_an_emailed_code(
         asked = await sign_in(client, email, PASSWORD)
         assert asked.status_code == 200 and 'name="code"' in asked.text
         assert "Code eingeben" in asked.text
+        await pending_code_mails()  # the code is mailed after the answer
         assert len(mail.to(email)) == 1
         # The password alone never opened a session.
         assert (await client.get(f"/app/a/{account_id}")).status_code == 303

@@ -52,5 +52,9 @@ class WebSettings(BaseSettings):
     web_login_code_max_attempts: int = Field(default=5, ge=1)
     # A new code is emailed at most this often per login (the owner's mailbox, not flooded).
     web_login_code_resend_seconds: int = Field(default=60, ge=0)
+    # And at most this many per login within the window (then the owner waits; a code
+    # already sent still works): no endless supply of codes to guess at.
+    web_login_code_max_per_window: int = Field(default=5, ge=1)
+    web_login_code_window_seconds: int = Field(default=3600, gt=0)
     web_temporal_ui_url: str | None = None
     web_upgrade_url: str | None = None

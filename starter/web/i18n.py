@@ -40,9 +40,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "login.code_submit": "Bestätigen",
         "login.code_wrong": "Der Code stimmt nicht oder ist abgelaufen.",
         "login.code_expired": "Der Code ist abgelaufen. Bitte melde Dich noch einmal an.",
-        "login.code_unsent": (
-            "Wir konnten Dir gerade keinen Code schicken. Bitte versuche es gleich noch einmal."
-        ),
         "login.restart": "Noch einmal anmelden",
         "logout": "Abmelden",
         "signed_in_as": "Angemeldet als {email}",
@@ -251,7 +248,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "login.code_submit": "Confirm",
         "login.code_wrong": "The code is wrong or has expired.",
         "login.code_expired": "The code has expired. Please sign in again.",
-        "login.code_unsent": "We could not send you a code just now. Please try again shortly.",
         "login.restart": "Sign in again",
         "logout": "Sign out",
         "signed_in_as": "Signed in as {email}",

@@ -17,9 +17,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from overtime import mailer
+from overtime.settings import Settings
 from starter.auth import admin_only
 from starter.errors import ApiError
 from starter.web import data, security, sessions
+from starter.web.config import WebSettings
 from starter.web.i18n import Translator
 from starter.web.pages import (
     PageContext,
@@ -112,13 +114,15 @@ async def _verify(
     return security.WebUser("customer", found.email, found.account_id), found.session_epoch, ""
 
 
-def _send_code(request: Request, user: security.WebUser, code: str) -> None:
-    settings = settings_of(request)
-    web = web_settings_of(request)
+def _send_code(
+    settings: Settings, web: WebSettings, db: str, user: security.WebUser, code: str
+) -> None:
+    """Blocking (the account lookup and SMTP, with the mailer's own timeout): run in a
+    thread."""
     # The admin's code goes to the configured admin email; a customer's to the account's.
     locale, to = "en", web.admin_email
     if user.account_id is not None:
-        account = data.account(db_of(request), user.account_id)
+        account = data.account(db, user.account_id)
         if account is None:
             raise LookupError(user.account_id)
         locale, to = account.locale, account.email
@@ -194,26 +198,28 @@ async def login(request: Request) -> Response:
             "login.throttled", 429, {"Retry-After": str(status.ip_retry_after)}, minutes=minutes
         )
 
+    wait = throttle.delay(status)
+    if wait:
+        # In the event loop: a waiting attacker holds no thread. The code step waits too,
+        # so guessing codes is no faster than guessing passwords.
+        await asyncio.sleep(wait)
     if "code" in form:
         return await _code_step(request, form, pending, throttle, ip, code_page, again)
 
-    wait = throttle.delay(status)
-    if wait:
-        await asyncio.sleep(wait)  # in the event loop: a waiting attacker holds no thread
     user, epoch, reason = await _verify(request, email, password)
     code_required = throttle.code_required(status)
     if code_required:
         # The right password alone is not enough now. Whether it was right must not show:
         # right or wrong, the same code form (status, page, cookie), the same Argon2 time,
-        # and the attempt counts either way (so the next answer's delay does not tell
-        # either). Only the session, server-side, knows; a code after a wrong password
-        # always fails.
+        # the same database work before the answer, and the attempt counts either way (so
+        # the next answer's delay does not tell either). Only the session, server-side,
+        # knows; a code after a wrong password always fails. The code is issued and mailed
+        # after the answer (no SMTP round trip in it, and no 503 when mail is down).
         failures = await run_in_threadpool(throttle.failed, db, email, ip)
         if user is None:
             log_failure(email, ip, reason, failures)
         else:
-            if not await _issue_and_send_code(request, user, email, ip):
-                return again("login.code_unsent", 503)
+            _start_code_mail(request, user, email, ip)
         request.session["pending"] = {
             "ok": user is not None,
             "kind": user.kind if user else None,
@@ -244,41 +250,90 @@ async def login(request: Request) -> Response:
     return RedirectResponse(safe_next(next_url, _home(user)), status_code=303)
 
 
-async def _issue_and_send_code(
-    request: Request, user: security.WebUser, email: str, ip: str
-) -> bool:
-    """Email a fresh code (the right password was given), unless one went out within the
-    resend window; False when it could not be sent. Mail goes out only after the right
-    password, so wrong guesses can neither lock the owner out nor flood them."""
-    web = web_settings_of(request)
-    db = db_of(request)
-    code = await run_in_threadpool(
-        security.issue_code,
-        db,
-        web.web_session_secret,
-        email,
-        web.web_login_code_ttl_seconds,
-        web.web_login_code_resend_seconds,
+# The code mails under way. The event loop holds its tasks only weakly: without a strong
+# reference here a task could be garbage-collected before it has sent its mail.
+_code_mails: set[asyncio.Task[None]] = set()
+
+
+def _start_code_mail(request: Request, user: security.WebUser, email: str, ip: str) -> None:
+    # The settings as this request saw them: the task outlives the request.
+    task = asyncio.create_task(
+        _issue_and_send_code(
+            settings_of(request), web_settings_of(request), db_of(request), user, email, ip
+        ),
+        name="web-login-code-mail",
     )
-    if code is None:
-        return True
+    _code_mails.add(task)
+    task.add_done_callback(_code_mails.discard)
+
+
+async def pending_code_mails() -> None:
+    """Wait until the code mails under way have been sent or have failed (tests,
+    shutdown)."""
+    while _code_mails:
+        await asyncio.gather(*list(_code_mails), return_exceptions=True)
+
+
+async def _issue_and_send_code(
+    settings: Settings,
+    web: WebSettings,
+    db: str,
+    user: security.WebUser,
+    email: str,
+    ip: str,
+) -> None:
+    """Issue and email a code (the right password was given), unless the login's resend
+    limit or its cap holds it back (a code already sent still works). Mail goes out only
+    after the right password, so wrong guesses can neither lock the owner out nor flood
+    them. Runs off the request: nothing here may raise."""
+    email_hash = security.email_digest(email)
     try:
-        await run_in_threadpool(_send_code, request, user, code)
-    except (OSError, LookupError):
-        # Nobody got this code: forget it, or the resend window would hold back the
-        # next attempt's mail and leave the owner without any code.
-        await run_in_threadpool(security.void_code, db, web.web_session_secret, email)
-        log.exception("could not email a sign-in code", extra={"client": ip})
-        return False
+        issued = await run_in_threadpool(
+            security.issue_code,
+            db,
+            web.web_session_secret,
+            email,
+            web.web_login_code_ttl_seconds,
+            web.web_login_code_resend_seconds,
+            web.web_login_code_max_per_window,
+            web.web_login_code_window_seconds,
+        )
+    except Exception:
+        log.exception(
+            "could not issue a sign-in code",
+            extra={"event": "web_login_code_unsent", "email_hash": email_hash, "client": ip},
+        )
+        return
+    if issued is None:
+        log.info(
+            "sign-in code held back (resend limit)",
+            extra={"event": "web_login_code_held", "email_hash": email_hash, "client": ip},
+        )
+        return
+    try:
+        await run_in_threadpool(_send_code, settings, web, db, user, issued.code)
+    except Exception as err:  # SMTP errors are OSErrors; an unknown account a LookupError
+        # Nobody got this code: forget it, or the resend limit would hold back the next
+        # attempt's mail and leave the owner without any code.
+        try:
+            await run_in_threadpool(security.void_code, db, issued)
+        except Exception:
+            log.exception("could not void an unsent sign-in code", extra={"client": ip})
+        log.warning(
+            "could not email a sign-in code",
+            extra={
+                "event": "web_login_code_unsent",
+                "email_hash": email_hash,
+                "client": ip,
+                "error": type(err).__name__,
+                "detail": str(err)[:200],
+            },
+        )
+        return
     log.info(
         "sign-in code emailed",
-        extra={
-            "event": "web_login_code_sent",
-            "email_hash": security.email_digest(email),
-            "client": ip,
-        },
+        extra={"event": "web_login_code_sent", "email_hash": email_hash, "client": ip},
     )
-    return True
 
 
 # Checked instead of the login's codes after a wrong password: it has none, so the answer

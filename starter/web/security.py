@@ -20,6 +20,9 @@
     ever after the right password, so wrong guesses send no mail) and the login page
     asks for it, after a wrong password just the same (the answer must not tell which;
     a code then never works). Success clears the email's failures.
+* One-time codes: each attempt takes one of the code's attempts atomically before it is
+  compared; new codes are issued at most once per resend interval (from the last issue,
+  even if that code was used up) and a few per hour per login (``issue_code``).
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Request
-from sqlalchemy import delete, func
-from sqlmodel import col, select
+from sqlalchemy import ColumnElement, delete, func, text, update
+from sqlmodel import Session, col, select
 
 from overtime.db import session_scope
 from overtime.models import Account, WebLogin, WebLoginCode, WebLoginFailure, WebSession
@@ -327,15 +330,25 @@ class Throttle:
             session.exec(  # type: ignore[call-overload]
                 delete(WebLoginFailure).where(col(WebLoginFailure.key) == email_key)
             )
-            session.exec(  # type: ignore[call-overload]
-                delete(WebLoginCode).where(
-                    col(WebLoginCode.login_key) == login_key(self.secret, email)
-                )
-            )
+            use_up_codes(session, self.secret, email)
             session.commit()
 
 
 # --- one-time codes ---------------------------------------------------------------------------
+#
+# A login's rows in ``web_login_code`` are its issuance history as well as its live code:
+# a used, exhausted or superseded code keeps its row (``code_hash`` emptied, or
+# ``attempts`` at the limit) until it leaves the issuance window, so the resend limit and
+# the per-window cap hold even after the code is gone (5 wrong codes must not buy a fresh
+# code, and 5 more guesses, at once).
+
+_USED = ""  # code_hash of a row that can no longer sign in (used or superseded)
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    id: int
+    code: str
 
 
 def _code_hash(secret: str, key: str, code: str) -> str:
@@ -343,74 +356,132 @@ def _code_hash(secret: str, key: str, code: str) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
+def _lock_login(session: Session, key: str) -> None:
+    """Serialise the issuing of one login's codes across processes, so concurrent sign-ins
+    with the password cannot all pass the resend check and each send a mail. PostgreSQL:
+    a transaction-scoped advisory lock on the key. SQLite: the transaction's first
+    statement is a write (see ``issue_code``), which takes the database's write lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.sha256(b"web_login_code\0" + key.encode()).digest()
+        lock_id = int.from_bytes(digest[:8], signed=True)
+        session.exec(text("SELECT pg_advisory_xact_lock(:id)"), params={"id": lock_id})
+
+
+def _live(key: str, now: datetime) -> list[ColumnElement[bool]]:
+    return [
+        col(WebLoginCode.login_key) == key,
+        col(WebLoginCode.expires_at) > now,
+        col(WebLoginCode.code_hash) != _USED,
+    ]
+
+
 def issue_code(
-    db: str, secret: str, email: str, ttl_seconds: int, resend_seconds: int
-) -> str | None:
+    db: str,
+    secret: str,
+    email: str,
+    ttl_seconds: int,
+    resend_seconds: int,
+    max_per_window: int,
+    window_seconds: int,
+) -> IssuedCode | None:
     """A fresh six-digit code for this login (older ones stop working), or ``None`` when
-    one went out less than ``resend_seconds`` ago and still holds (no mail flood, even
-    from someone with the password)."""
+    the last one was issued less than ``resend_seconds`` ago (whether or not it is still
+    usable) or ``max_per_window`` were issued within ``window_seconds``: no mail flood and
+    no endless code guessing, even from someone with the password. A code already sent
+    stays usable meanwhile (the owner with their mail is never locked out)."""
     key = login_key(secret, email)
     now = datetime.now(UTC)
+    window = max(window_seconds, ttl_seconds, resend_seconds)
     with session_scope(db) as session:
-        latest = session.exec(
-            select(WebLoginCode)
-            .where(WebLoginCode.login_key == key)
-            .order_by(WebLoginCode.created_at.desc())  # type: ignore[attr-defined]
-        ).first()
-        if (
-            latest is not None
-            and latest.expires_at > now
-            and (now - latest.created_at).total_seconds() < resend_seconds
-        ):
-            return None
+        # Rows every login no longer needs, in a transaction of their own and a minute
+        # late: the issuing below touches only rows younger than that (and live ones), so
+        # the two never wait on each other's row locks (no deadlock).
         session.exec(  # type: ignore[call-overload]
-            delete(WebLoginCode).where(col(WebLoginCode.login_key) == key)
-        )
-        code = f"{secrets.randbelow(10**6):06d}"
-        session.add(
-            WebLoginCode(
-                login_key=key,
-                code_hash=_code_hash(secret, key, code),
-                created_at=now,
-                expires_at=now + timedelta(seconds=ttl_seconds),
+            delete(WebLoginCode).where(
+                col(WebLoginCode.created_at) < now - timedelta(seconds=window + 60),
+                col(WebLoginCode.expires_at) < now,
             )
         )
         session.commit()
-    return code
+    with session_scope(db) as session:
+        _lock_login(session, key)
+        # The older codes stop working (undone by the rollback when none is issued). The
+        # first statement a write: on SQLite it takes the write lock.
+        session.exec(  # type: ignore[call-overload]
+            update(WebLoginCode).where(*_live(key, now)).values(code_hash=_USED)
+        )
+        latest, recent = session.exec(
+            select(
+                func.max(WebLoginCode.created_at),
+                func.count().filter(
+                    col(WebLoginCode.created_at) >= now - timedelta(seconds=window_seconds)
+                ),
+            ).where(WebLoginCode.login_key == key)
+        ).one()
+        too_soon = False
+        if latest is not None:
+            latest = latest.replace(tzinfo=UTC) if latest.tzinfo is None else latest
+            too_soon = (now - latest).total_seconds() < resend_seconds
+        if too_soon or int(recent) >= max_per_window:
+            session.rollback()
+            return None
+        code = f"{secrets.randbelow(10**6):06d}"
+        row = WebLoginCode(
+            login_key=key,
+            code_hash=_code_hash(secret, key, code),
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+        session.add(row)
+        session.commit()
+        assert row.id is not None
+        return IssuedCode(row.id, code)
 
 
-def void_code(db: str, secret: str, email: str) -> None:
-    """Forget this login's code: it could not be sent, so the next sign-in with the
-    password must issue (and send) a fresh one instead of waiting out the resend window."""
+def void_code(db: str, issued: IssuedCode) -> None:
+    """Forget a code that could not be sent: nobody got it, so it must neither count
+    towards the resend limit and the cap nor hold back the next attempt's fresh one."""
     with session_scope(db) as session:
         session.exec(  # type: ignore[call-overload]
-            delete(WebLoginCode).where(col(WebLoginCode.login_key) == login_key(secret, email))
+            delete(WebLoginCode).where(col(WebLoginCode.id) == issued.id)
         )
         session.commit()
 
 
+def use_up_codes(session: Session, secret: str, email: str) -> None:
+    """The login signed in: its codes stop working; their rows stay for the resend limit."""
+    now = datetime.now(UTC)
+    session.exec(  # type: ignore[call-overload]
+        update(WebLoginCode).where(*_live(login_key(secret, email), now)).values(code_hash=_USED)
+    )
+
+
 def check_code(db: str, secret: str, email: str, code: str, max_attempts: int) -> bool:
-    """True once for the right, unexpired code (it is used up); a wrong one counts, and
-    after ``max_attempts`` the code is gone (the owner signs in with the password again)."""
+    """True once for the right, unexpired code (it is then used up). Every try, right or
+    wrong, first takes one of the code's ``max_attempts`` in a single conditional UPDATE,
+    so concurrent guesses cannot all read the same count: once they are taken, nothing
+    is compared at all (the owner signs in with the password again for a new code, after
+    the resend limit). A login without a live code costs the same statements."""
     key = login_key(secret, email)
     now = datetime.now(UTC)
     given = _code_hash(secret, key, "".join(code.split())[:16])
     with session_scope(db) as session:
-        row = session.exec(
-            select(WebLoginCode)
-            .where(WebLoginCode.login_key == key, WebLoginCode.expires_at > now)
-            .order_by(WebLoginCode.created_at.desc())  # type: ignore[attr-defined]
-        ).first()
-        if row is None:
-            return False
-        if hmac.compare_digest(row.code_hash, given):
-            session.delete(row)
-            session.commit()
-            return True
-        row.attempts += 1
-        if row.attempts >= max_attempts:
-            session.delete(row)
-        else:
-            session.add(row)
+        taken = session.exec(
+            update(WebLoginCode)
+            .where(*_live(key, now), col(WebLoginCode.attempts) < max_attempts)
+            .values(attempts=col(WebLoginCode.attempts) + 1)
+            .returning(col(WebLoginCode.id), col(WebLoginCode.code_hash))
+        ).all()
+        # At most one live row (issuing supersedes the others); without one, compare
+        # against nothing that can match, for the same work.
+        row_id, stored = taken[0] if taken else (None, _code_hash(secret, key, "\0none"))
+        right = hmac.compare_digest(stored, given) and row_id is not None
+        if right:
+            # The row stays locked by our UPDATE until this commit (PostgreSQL; SQLite
+            # holds its write lock), so a concurrent try with the same code waits and
+            # then finds it used: single use.
+            session.exec(
+                update(WebLoginCode).where(col(WebLoginCode.id) == row_id).values(code_hash=_USED)
+            )
         session.commit()
-        return False
+        return right
