@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
-from sqlalchemy import delete, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import delete, select
 from temporalio.testing import WorkflowEnvironment
 
 from overtime.db import engine_for, init_db
@@ -41,6 +38,7 @@ from starter.health import (
     HealthChecker,
 )
 from tests.conftest import TEMPORAL_CLI, Api, WorkerControl, eventually, start_api, stop_api
+from tests.db_locks import table_locked
 
 LONG_POLL_SECONDS = 2
 # The poller rule, shortened on the checker only where the pollers alone decide.
@@ -283,28 +281,6 @@ async def test_the_heartbeat_outlives_a_database_outage(
         assert connection.execute(select(TABLE.c.stopped_at)).scalar_one() is not None
 
 
-@contextmanager
-def database_hung(url: str) -> Iterator[None]:
-    """Another connection holds the lock a reader (PostgreSQL) or writer (SQLite) needs."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        # WAL mode: readers go on past an exclusive writer; every write waits for it.
-        holder = sqlite3.connect(parsed.database or "", isolation_level=None)
-        holder.execute("BEGIN EXCLUSIVE")
-        try:
-            yield
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        return
-    with engine_for(url).connect() as connection:
-        connection.execute(text("LOCK TABLE account IN ACCESS EXCLUSIVE MODE"))
-        try:
-            yield
-        finally:
-            connection.rollback()
-
-
 def probe_threads() -> int:
     return sum(1 for t in threading.enumerate() if t.name == "overtime-health-db")
 
@@ -314,7 +290,7 @@ async def test_a_hung_database_is_named_in_time_without_piling_up_threads(
 ) -> None:
     await eventually(lambda: _when(health(stack.api), lambda r: r[0] == 200), timeout=20)
     started_before = stack.checker.probes_started
-    with database_hung(settings.resolved_database_url()):
+    with table_locked(settings.resolved_database_url(), "account"):
         await asyncio.sleep(ANSWER_REUSE_SECONDS)  # past the answer given before the hang
         # Many at once: one probe answers them all, in time.
         answers = await asyncio.gather(*(health(stack.api) for _ in range(10)))

@@ -14,17 +14,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.worker._activity import _ActivityWorker
 
@@ -34,6 +31,7 @@ from overtime.settings import Settings
 from overtime.worker_heartbeat import TABLE, WorkerHeartbeatRunner, db_timeout_seconds
 from starter.health import HealthChecker
 from tests.conftest import eventually
+from tests.db_locks import table_locked
 
 PG_URL = "postgresql+psycopg2://nobody@127.0.0.1:1/never"
 KEEPALIVE_KEYS = (
@@ -119,27 +117,6 @@ def test_the_heartbeat_has_an_engine_of_its_own(
     engine.dispose()
 
 
-@contextmanager
-def heartbeat_locked(url: str) -> Iterator[None]:
-    """Another connection holds the lock every heartbeat write needs."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        holder = sqlite3.connect(parsed.database or "", isolation_level=None)
-        holder.execute("BEGIN EXCLUSIVE")
-        try:
-            yield
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        return
-    with engine_for(url).connect() as connection:
-        connection.execute(text("LOCK TABLE worker_heartbeat IN ACCESS EXCLUSIVE MODE"))
-        try:
-            yield
-        finally:
-            connection.rollback()
-
-
 async def test_a_locked_heartbeat_write_gives_up_in_time_and_the_next_beat_writes(
     settings: Settings, temporal_client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -156,7 +133,7 @@ async def test_a_locked_heartbeat_write_gives_up_in_time_and_the_next_beat_write
     task = asyncio.create_task(heartbeat.run())
     try:
         await eventually(lambda: heartbeat.beats >= 1, timeout=5)
-        with heartbeat_locked(url):
+        with table_locked(url, "worker_heartbeat"):
             locked_at = time.time()
             failures_before = heartbeat.failures
             await eventually(lambda: heartbeat.failures > failures_before, timeout=5)
