@@ -29,8 +29,10 @@ from workflows.types import AbandonedRequest, AbandonedRequests, InvoiceOverdue,
 
 HISTORIES = Path(__file__).parent / "histories"
 # Prefix of histories recorded now; earlier generations keep their names (v1: before
-# invoicing was patched in; v2: before TRUST_PATCH, replayed by workflows/legacy/).
-RECORDING = "v3"
+# invoicing was patched in; v2: before TRUST_PATCH, replayed by workflows/legacy/; v3:
+# before the Update validators checked the actor and empty signals were ignored, which
+# changed no command, so v3 replays on today's code unpatched).
+RECORDING = "v4"
 
 
 def recorded_histories() -> list[Path]:
