@@ -63,9 +63,6 @@ class Admission:
             settings.admission_retry_after_seconds,
         )
 
-    def pending_for(self, account_id: str) -> int:
-        return self._per_account.get(account_id, 0)
-
     @contextmanager
     def admit(self, account_id: str, kind: str, meter: MetricMeter | None = None) -> Iterator[None]:
         """Hold a place for one request of ``kind`` while the block runs, or raise
