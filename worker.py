@@ -22,6 +22,7 @@ from activities.close import CloseActivities
 from activities.invoicing import InvoicingActivities
 from activities.ledger import LedgerActivities
 from activities.notifications import NotificationActivities
+from overtime.catalog import load_tax
 from overtime.db import init_db
 from overtime.observability import configure_logging, metrics_runtime
 from overtime.payments import gateway_for
@@ -53,7 +54,7 @@ def build_workers(
     ledger = LedgerActivities(database_url)
     notifications = NotificationActivities(settings)
     gateway = gateway_for(settings)
-    invoicing = InvoicingActivities(database_url, lambda: gateway)
+    invoicing = InvoicingActivities(database_url, lambda: gateway, load_tax(settings.plans_file))
     close = CloseActivities(settings, gateway)
     main = Worker(
         client,
@@ -68,6 +69,7 @@ def build_workers(
             ledger.close_period,
             notifications.send_notice,
             notifications.send_service_event,
+            invoicing.record_next_attempt,  # database only: not on the Stripe queue
             close.unclosed_accounts,
             close.build_close_report,
             close.send_close_report,

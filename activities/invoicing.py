@@ -5,13 +5,20 @@ account, period and step, and because Stripe forgets keys after 24 hours (a work
 be down longer) each step first looks for what an earlier attempt created (metadata
 search in Stripe, the ``invoice`` row in our database). They run on the Stripe task
 queue, whose worker is rate-limited below Stripe's request limit.
+
+What the invoice says: one line per extra-minute price (``InvoiceInput.lines``; a plan
+change mid-period gives two), each in the account's language (``overtime.invoice_text``)
+with the amount the billing rules computed; VAT from the catalog's ``[tax]`` terms as a
+Stripe Tax Rate on every line. The ``invoice`` row mirrors what Stripe computed:
+``amount_cents`` the lines' sum at catalog prices, ``net_cents`` and ``tax_cents`` (their
+sum is what is charged), and ``next_attempt_at`` while a failed payment awaits its retry.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -20,12 +27,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from billing.rules import period_key
+from overtime import invoice_text
+from overtime.catalog import TaxTerms, load_tax
 from overtime.db import session_scope
-from overtime.mailer import format_minutes
 from overtime.models import Account, Invoice
 from overtime.observability import INVOICES, count_in_activity
-from overtime.stripe_gateway import InvoiceResult, StripeGateway, is_retryable
-from workflows.types import ChargeRequest, InvoiceInput, InvoiceState
+from overtime.stripe_gateway import InvoiceResult, PeriodLine, StripeGateway, is_retryable
+from workflows.types import ChargeRequest, InvoiceInput, InvoiceLine, InvoiceState
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +42,32 @@ log = logging.getLogger(__name__)
 REJECTED = "StripeRequestRejected"
 
 
+def _default_tax() -> TaxTerms:
+    from overtime.settings import get_settings  # the process's settings, read once
+
+    return load_tax(get_settings().plans_file)
+
+
+@dataclass(frozen=True)
+class NextAttempt:
+    """When the next automatic payment attempt of a period's invoice is due (None: none
+    is planned any more); written by the invoice workflow after a failed payment."""
+
+    account_id: str
+    period_start: datetime
+    next_attempt_at: datetime | None
+
+
 @dataclass
 class InvoicingActivities:
     database_url: str
     gateway_factory: Callable[[], StripeGateway]
+    # The catalog's VAT terms ([tax] in plans.toml); by default the process settings'.
+    tax: TaxTerms = field(default_factory=_default_tax)
 
     @activity.defn
     def create_invoice(self, request: InvoiceInput) -> InvoiceState:
-        """Find or create the period's finalised invoice (one line: minutes × price)."""
+        """Find or create the period's finalised invoice (a line per price, with VAT)."""
         account_id = request.profile.account_id
         key = period_key(request.period_start)
         gateway = self.gateway_factory()
@@ -50,9 +76,54 @@ class InvoicingActivities:
             if account is None:
                 raise ApplicationError(f"no account {account_id}", type=REJECTED)
             existing = self._row(session, account_id, request.period_start)
+        # The language the customer reads now (the web app may have changed it since
+        # the workflow started), in the account's time zone.
+        locale = invoice_text.language(account.locale or request.profile.locale)
+        timezone = account.timezone or request.profile.timezone
+        lines = [
+            PeriodLine(
+                seconds=line.seconds,
+                unit_price_cents=line.unit_price_cents,
+                amount_cents=line.amount_cents,
+                description=invoice_text.line_description(
+                    seconds=line.seconds,
+                    unit_price_cents=line.unit_price_cents,
+                    period_start=request.period_start,
+                    period_end=request.period_end,
+                    timezone=timezone,
+                    locale=locale,
+                    plan=line.plan if len(request.lines) > 1 else "",
+                ),
+                plan=line.plan,
+            )
+            for line in _lines(request)
+        ]
+        # Reverse charge only with net prices: a gross catalog's amounts contain German
+        # VAT, and taking it out would charge other than the ledger says.
+        vat_id = invoice_text.normalise_vat_id(account.vat_id)
+        reverse = not self.tax.inclusive and invoice_text.is_reverse_charge(
+            vat_id, self.tax.country
+        )
         try:
-            customer_id = (account.stripe_customer_id if account else None) or (
-                gateway.ensure_customer(account_id, request.profile.email)
+            customer_id = account.stripe_customer_id or gateway.ensure_customer(
+                account_id, request.profile.email
+            )
+            # Also when the VAT id is gone: Stripe must stop printing "Reverse charge".
+            gateway.sync_customer(
+                customer_id,
+                locale=invoice_text.stripe_locale(locale),
+                vat_id=vat_id if reverse else None,
+            )
+            tax_rate_id = (
+                None
+                if reverse
+                else gateway.ensure_tax_rate(
+                    percentage=self.tax.rate_percent,
+                    inclusive=self.tax.inclusive,
+                    display_name=self.tax.display_name,
+                    country=self.tax.country,
+                    jurisdiction=self.tax.jurisdiction,
+                )
             )
             # create_period_invoice looks for what an earlier attempt made (metadata
             # search) and completes a half-made one, so it is safe to call again.
@@ -63,14 +134,12 @@ class InvoicingActivities:
                 extra_seconds=request.extra_seconds,
                 unit_price_cents=request.unit_price_cents,
                 amount_cents=request.amount_cents,
-                description=(
-                    f"Extra minutes {request.period_start.date().isoformat()} – "
-                    f"{request.period_end.date().isoformat()}: "
-                    f"{format_minutes(request.extra_seconds, 'en')} min × "
-                    f"{request.unit_price_cents} ct"
-                ),
+                description=lines[0].description,
                 period_start=request.period_start,
                 period_end=request.period_end,
+                lines=lines,
+                tax_rate_id=tax_rate_id,
+                footer=invoice_text.reverse_charge_note(locale) if reverse else None,
             )
             if invoice.status == "draft":
                 invoice = gateway.finalize_invoice(
@@ -105,6 +174,18 @@ class InvoicingActivities:
             raise _classified(err) from err
         self._update(charge, invoice, attempts=charge.attempt + 1)
         return _state(invoice)
+
+    @activity.defn
+    def record_next_attempt(self, news: NextAttempt) -> None:
+        """Mirror the dunning schedule's next attempt (the web app and the email show it)."""
+        with session_scope(self.database_url) as session:
+            row = self._row(session, news.account_id, news.period_start)
+            if row is None or row.status not in ("payment_failed", "open"):
+                return  # paid or void meanwhile: no attempt is due
+            row.next_attempt_at = news.next_attempt_at
+            row.updated_at = datetime.now(UTC)
+            session.add(row)
+            session.commit()
 
     @activity.defn
     def refresh_invoice(self, charge: ChargeRequest) -> InvoiceState:
@@ -146,6 +227,7 @@ class InvoicingActivities:
             row.stripe_invoice_id = invoice.invoice_id
             row.status = invoice.status
             row.hosted_invoice_url = invoice.hosted_invoice_url
+            row.net_cents, row.tax_cents = invoice.net_cents, invoice.tax_cents
             row.updated_at = now
             session.add(row)
             try:
@@ -161,6 +243,8 @@ class InvoicingActivities:
             row.status = invoice.status
             row.failure_code = invoice.failure_code
             row.hosted_invoice_url = invoice.hosted_invoice_url or row.hosted_invoice_url
+            if invoice.status != "payment_failed":
+                row.next_attempt_at = None  # paid, void or being collected: nothing is due
             if attempts is not None:
                 row.attempts = max(row.attempts, attempts)
             row.updated_at = datetime.now(UTC)
@@ -168,12 +252,22 @@ class InvoicingActivities:
             session.commit()
 
 
+def _lines(request: InvoiceInput) -> list[InvoiceLine]:
+    """The invoice's lines: the workflow's, or one from the period's totals (periods
+    without a plan change, and invoices started before lines existed)."""
+    if request.lines:
+        return list(request.lines)
+    return [InvoiceLine(request.extra_seconds, request.unit_price_cents, request.amount_cents)]
+
+
 def _state(invoice: InvoiceResult) -> InvoiceState:
+    """What the workflow sees; ``amount_cents`` is what the customer pays (VAT
+    included), which the invoice and payment emails show."""
     count_in_activity(INVOICES, status=invoice.status)
     return InvoiceState(
         stripe_invoice_id=invoice.invoice_id,
         status=invoice.status,
-        amount_cents=invoice.amount_cents,
+        amount_cents=invoice.total_cents,
         hosted_invoice_url=invoice.hosted_invoice_url,
         failure_code=invoice.failure_code,
     )

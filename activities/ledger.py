@@ -143,12 +143,20 @@ class LedgerActivities:
             new_enabled=change.new.enabled,
             new_limit_cents=change.new.limit_cents,
             new_limit_minutes=change.new.limit_minutes,
+            kind=change.kind,
+            detail=change.detail,
+            reason=change.reason,
         )
-        mirror = dict(
+        mirror: dict[str, object] = dict(
             extra_enabled=change.new.enabled,
             limit_cents=change.new.limit_cents,
             limit_minutes=change.new.limit_minutes,
         )
+        # v5 records carry the plan and thresholds in force after the change too.
+        if change.plan is not None:
+            mirror["plan"] = change.plan
+        if change.alert_percents is not None:
+            mirror["alert_percents"] = ",".join(str(p) for p in change.alert_percents)
         if change.change_id is None:
             # The older workflow's records have no id. The activity's own id is unique per
             # change and stable across its retries (two changes in one workflow task share

@@ -7,6 +7,15 @@ side take turns (:func:`overtime.db.serialised`), so the second finds the first'
 written; the retry then sends again with the same Message-ID, which mail systems treat
 as the same message.)
 
+Recipients and language are read from the account row when the notice is sent: the
+account's ``email`` plus every address in ``alert_recipients``, in ``account.locale`` (so
+a language chosen in the web app, or a billing address added after the notice was
+raised, counts for it). Each recipient gets a message of its own. When some have it and
+the next fails transiently, the row is written as ``partial`` with the addresses done
+(``recipients``) before the activity raises; the retry sends only to the others, so
+nobody gets a notice twice. A recipient refused for good is noted in ``error`` and the
+rest still get theirs; the notice is ``failed`` only when nobody got it.
+
 A delivery that can never succeed is recorded as ``failed`` with the reason, counted
 and logged, and the activity returns: the workflow's outbox retries for ever, and an
 address the relay refuses must not stay at its head for ever. Never succeeding means a
@@ -29,10 +38,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from temporalio import activity
 
-from billing.rules import period_key
+from billing.account_state import INVOICE, PAYMENT_FAILED, PLAN_CHANGED, WARNING_PERCENT, Notice
+from billing.rules import PlanTerms, period_key
 from overtime import mailer, webhooks
+from overtime.catalog import load_catalog
 from overtime.db import as_utc, serialised, session_scope
-from overtime.models import Notification, WebhookDelivery
+from overtime.invoice_mail import invoice_email_context
+from overtime.models import Account, Notification, WebhookDelivery
 from overtime.observability import (
     NOTICES_FAILED,
     NOTICES_SENT,
@@ -41,7 +53,7 @@ from overtime.observability import (
     count_in_activity,
 )
 from overtime.settings import Settings
-from workflows.types import NoticeDelivery, ServiceEventDelivery
+from workflows.types import AccountProfile, NoticeDelivery, ServiceEventDelivery
 
 log = logging.getLogger(__name__)
 
@@ -71,39 +83,54 @@ class NotificationActivities:
         profile, notice = delivery.profile, delivery.notice
         period_end = notice.period_end or delivery.period_end
         with session_scope(self._db) as session:
-            if session.exec(
-                select(Notification.id).where(
+            row = session.exec(
+                select(Notification).where(
                     Notification.account_id == profile.account_id,
                     Notification.period_start == period_start,
                     Notification.notice_key == notice.key,
                 )
-            ).first():
+            ).first()
+            if row is not None and row.status != PARTIAL:
                 return False
-        subject = notice.kind  # recorded even if rendering is what fails
+            done = _addresses(row.recipients) if row is not None else []
+            earlier_error = row.error if row is not None else None
+            reader = _reader(session.get(Account, profile.account_id), profile)
+        # Everyone it goes to, as the account row says now; a retry after a partial
+        # failure skips those who have it already.
+        pending = [a for a in reader.recipients if a.lower() not in {d.lower() for d in done}]
+        delivered = list(done)
+        refusals = [earlier_error] if earlier_error else []
+        reasons: list[str] = []  # why addresses can never get it: refused, expired, ...
+        subject, body = notice.kind, None  # recorded even if rendering is what fails
         try:
-            email = self._render(delivery, period_start, period_end)
-            subject = email.subject
-            key_digest = hashlib.sha256(notice.key.encode()).hexdigest()[:16]
-            mailer.send(
-                host=self.settings.smtp_host,
-                port=self.settings.smtp_port,
-                sender=self.settings.mail_from,
-                to=profile.email,
-                email=email,
-                message_id=(
-                    f"<{notice.kind}.{period_key(period_start)}.{key_digest}"
-                    f".{profile.account_id}@overtime>"
-                ),
-                headers={
-                    "X-Overtime-Notice": notice.kind,
-                    "X-Overtime-Account": profile.account_id,
-                },
-            )
+            email = self._render(delivery, period_start, period_end, reader)
+            subject, body = email.subject, email.text
+            for address in pending:
+                try:
+                    self._deliver(delivery, period_start, address, email)
+                except Exception as err:
+                    permanent = _permanent_smtp_failure(err)
+                    if permanent is None:
+                        raise  # transient: the outer handler keeps what went out
+                    reasons.append(permanent[0])
+                    refusals.append(permanent[1])
+                    continue
+                delivered.append(address)
         except Exception as err:
             reason, error = _permanent_smtp_failure(err) or self._expired(notice.created_at, err)
             if reason is None:
+                if len(delivered) > len(done):
+                    # Some have it: remember them, so the retry sends only to the rest.
+                    self._record_notice(
+                        delivery, period_start, subject, body, PARTIAL, refusals, delivered
+                    )
                 raise  # transient: Temporal retries
-            self._record_notice(delivery, period_start, subject, "failed", error)
+            reasons.append(reason)
+            refusals.append(error or reason)
+        status = "sent" if delivered else "failed"
+        self._record_notice(delivery, period_start, subject, body, status, refusals, delivered)
+        if status == "failed":
+            reason = reasons[0] if reasons else "refused"
             count_in_activity(NOTICES_FAILED, kind=notice.kind, reason=reason)
             log.error(
                 "notice failed for good",
@@ -112,66 +139,175 @@ class NotificationActivities:
                     "kind": notice.kind,
                     "key": notice.key,
                     "reason": reason,
-                    "error": error,
+                    "error": "; ".join(refusals),
                 },
             )
             return False
-        self._record_notice(delivery, period_start, subject, "sent", None)
         count_in_activity(NOTICES_SENT, kind=notice.kind)
+        if refusals:
+            log.warning(
+                "notice not delivered to every recipient",
+                extra={"account_id": profile.account_id, "kind": notice.kind, "key": notice.key},
+            )
         log.info(
             "notice sent",
-            extra={"account_id": profile.account_id, "kind": notice.kind, "key": notice.key},
+            extra={
+                "account_id": profile.account_id,
+                "kind": notice.kind,
+                "key": notice.key,
+                "recipients": len(delivered),
+            },
         )
         return True
 
+    def _deliver(
+        self,
+        delivery: NoticeDelivery,
+        period_start: datetime,
+        address: str,
+        email: mailer.RenderedEmail,
+    ) -> None:
+        """One message per recipient: nobody sees the other addresses, and a refusal of
+        one address leaves the others' messages alone."""
+        notice, account_id = delivery.notice, delivery.profile.account_id
+        key_digest = hashlib.sha256(notice.key.encode()).hexdigest()[:16]
+        # No account id in what the customer sees; the same Message-ID for every copy
+        # of one notice (a retry's duplicate is then recognisable as the same message).
+        account_digest = hashlib.sha256(account_id.encode()).hexdigest()[:12]
+        mailer.send(
+            host=self.settings.smtp_host,
+            port=self.settings.smtp_port,
+            sender=mailer.sender(self.settings),
+            to=address,
+            email=email,
+            message_id=(
+                f"<{notice.kind}.{period_key(period_start)}.{key_digest}.{account_digest}@overtime>"
+            ),
+            headers={
+                "X-Overtime-Notice": notice.kind,
+                # For the operator's bounce handling; mail clients do not show it.
+                "X-Overtime-Account": account_id,
+            },
+        )
+
     def _render(
-        self, delivery: NoticeDelivery, period_start: datetime, period_end: datetime
+        self,
+        delivery: NoticeDelivery,
+        period_start: datetime,
+        period_end: datetime,
+        reader: _Reader,
     ) -> mailer.RenderedEmail:
         profile, notice = delivery.profile, delivery.notice
-        locale = profile.locale
+        locale = mailer.normalise_locale(reader.locale)
+        plan = self._plan(delivery)
+        old_plan = self._catalog().get(notice.old_plan) if notice.old_plan else None
+        limit_minutes = notice.limit_minutes
+        url = lambda page: mailer.app_url(self.settings, page)  # noqa: E731
+        settings_url = url("extra-minutes")
+        if notice.kind in (PLAN_CHANGED,):
+            settings_url = url("plan")
         return mailer.render(
             notice.kind,
             locale,
             {
-                "product_name": self.settings.product_name,
-                "account_id": profile.account_id,
+                **mailer.base_context(self.settings),
                 "extra_minutes": mailer.format_minutes(notice.extra_seconds, locale),
                 "cost": mailer.format_money(notice.extra_cost_cents, locale),
-                "limit": mailer.format_money(notice.limit_cents, locale)
-                if notice.limit_cents is not None
-                else "–",
-                "price": mailer.format_money(delivery.plan.extra_minute_price_cents, locale),
+                "limit": mailer.format_limit(notice.limit_cents, limit_minutes, locale),
+                "usage": mailer.usage_of_limit(
+                    extra_seconds=notice.extra_seconds,
+                    extra_cost_cents=notice.extra_cost_cents,
+                    limit_cents=notice.limit_cents,
+                    limit_minutes=limit_minutes,
+                    locale=locale,
+                ),
+                "limit_equivalent": _limit_equivalent(notice, plan, locale),
+                "percent": notice.percent or WARNING_PERCENT,
+                "thresholds": ", ".join(str(p) for p in reader.alert_percents),
+                "price": mailer.format_money(plan.extra_minute_price_cents, locale),
+                "fee": mailer.format_money(plan.monthly_fee_cents, locale),
+                "included": plan.included_minutes,
+                "extra_available": plan.is_paid,
+                "plan_name": _plan_name(plan.plan),
+                "old_plan_name": _plan_name(old_plan.plan if old_plan else notice.old_plan),
+                "method": notice.detail or reader.method_label or _generic_method(locale),
+                "changed_at": mailer.format_when(notice.created_at, profile.timezone, locale),
                 "period": mailer.format_period(period_start, period_end, profile.timezone, locale),
-                "settings_url": f"{self.settings.public_url}/app/extra-minutes",
-                "payment_url": f"{self.settings.public_url}/app/payment",
+                "settings_url": settings_url,
+                "payment_url": url("payment"),
+                "invoices_url": url("invoices"),
+                "plan_url": url("plan"),
+                "alerts_url": url("alerts"),
                 "link": notice.link,
                 "final": notice.final,
                 "cause": notice.cause,
+                # Invoice emails: the row's net, VAT, total and the next payment attempt.
+                **(
+                    invoice_email_context(
+                        self.settings, profile.account_id, period_start, locale, profile.timezone
+                    )
+                    if notice.kind in (INVOICE, PAYMENT_FAILED)
+                    else {}
+                ),
             },
         )
+
+    def _plan(self, delivery: NoticeDelivery) -> PlanTerms:
+        """The plan the notice speaks of: the delivery's, or the catalog's when the notice
+        names another (a plan change delivered after a later one)."""
+        named = delivery.notice.plan
+        if named is None or named == delivery.plan.plan:
+            return delivery.plan
+        return self._catalog().get(named, delivery.plan)
+
+    def _catalog(self) -> dict[str, PlanTerms]:
+        try:
+            return load_catalog(self.settings.plans_file)
+        except (OSError, ValueError):
+            return {}
 
     def _record_notice(
         self,
         delivery: NoticeDelivery,
         period_start: datetime,
         subject: str,
+        body: str | None,
         status: str,
-        error: str | None,
+        refusals: list[str],
+        delivered: list[str],
     ) -> None:
+        """Write the notice's row, or update the partial row an earlier attempt left."""
+        notice = delivery.notice
+        error = _clip("; ".join(refusals)) if refusals else None
         with session_scope(self._db) as session:
-            session.add(
-                Notification(
+            row = session.exec(
+                select(Notification).where(
+                    Notification.account_id == delivery.profile.account_id,
+                    Notification.period_start == period_start,
+                    Notification.notice_key == notice.key,
+                )
+            ).first()
+            if row is None:
+                row = Notification(
                     account_id=delivery.profile.account_id,
-                    kind=delivery.notice.kind,
-                    notice_key=delivery.notice.key,
+                    kind=notice.kind,
+                    notice_key=notice.key,
                     to=delivery.profile.email,
                     subject=subject[:256],
                     period_start=period_start,
                     sent_at=datetime.now(UTC),
                     status=status,
-                    error=error,
                 )
-            )
+            elif row.status != PARTIAL:
+                return  # recorded for good by a concurrent attempt already
+            row.to = (delivered[0] if delivered else delivery.profile.email)[:320]
+            row.subject = subject[:256]
+            row.body = body
+            row.recipients = ", ".join(delivered) or None
+            row.status = status
+            row.error = error
+            row.sent_at = datetime.now(UTC)
+            session.add(row)
             try:
                 session.commit()
             except IntegrityError:
@@ -313,3 +449,64 @@ def _text(reply: bytes | str) -> str:
 
 def _clip(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+PARTIAL = "partial"  # some recipients have the notice; a retry sends to the rest
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Who reads a notice and in which language, as the account row says at send time."""
+
+    recipients: list[str]  # the account's own address first, then the extra ones
+    locale: str
+    alert_percents: list[int]
+    method_label: str | None
+
+
+def _reader(account: Account | None, profile: AccountProfile) -> _Reader:
+    if account is None:  # no row (yet): the workflow's profile, nobody else
+        return _Reader([profile.email], profile.locale, [WARNING_PERCENT], None)
+    own = account.email or profile.email
+    extra = [a for a in _addresses(account.alert_recipients) if a.lower() != own.lower()]
+    percents = [int(p) for p in (account.alert_percents or "").split(",") if p.strip().isdigit()]
+    return _Reader(
+        recipients=[own, *dict.fromkeys(extra)],
+        locale=account.locale or profile.locale,
+        alert_percents=percents,
+        method_label=_method_label(account),
+    )
+
+
+def _addresses(text: str | None) -> list[str]:
+    return [a.strip() for a in (text or "").split(",") if a.strip()]
+
+
+def _method_label(account: Account) -> str | None:
+    if not account.payment_method_last4:
+        return None
+    brand = account.payment_method_brand or account.payment_method_bank or ""
+    return f"{brand.title() if brand.islower() else brand} •••• {account.payment_method_last4}"
+
+
+def _generic_method(locale: str) -> str:
+    return "eine neue Zahlungsmethode" if locale == "de" else "a new payment method"
+
+
+def _plan_name(plan: str | None) -> str:
+    return (plan or "–").replace("_", " ").title()
+
+
+def _limit_equivalent(notice: Notice, plan: PlanTerms, locale: str) -> str:
+    """What the limit amounts to in the other unit: its EUR value for a minutes limit,
+    the minutes it buys for a EUR limit."""
+    if notice.limit_minutes is not None and notice.limit_cents is not None:
+        money = mailer.format_money(notice.limit_cents, locale)
+        return f"entspricht {money}" if locale == "de" else f"{money}"
+    seconds = notice.extra_allowed_seconds
+    if seconds is None and notice.limit_cents is not None and plan.extra_minute_price_cents:
+        seconds = notice.limit_cents * 60 // plan.extra_minute_price_cents
+    if not seconds:
+        return ""
+    minutes = mailer.format_minutes(seconds, locale)
+    return f"entspricht {minutes} Minuten" if locale == "de" else f"{minutes} minutes"

@@ -13,8 +13,12 @@ Rules (see README "Billing rules"):
   so the billed total can never pass the limit, however many calls run at once.
 * A call that reports more than it was granted is recorded; the excess is flagged and
   not billed.
-* Notices (90 % warning, 100 % stop, included minutes exhausted) go out at most once per
-  period and limit; service stops and resumes are emitted as events for the webhook.
+* Notices (warnings at the account's thresholds, 90 % unless it chose others; the 100 %
+  stop; included minutes exhausted) go out at most once per period and limit; service stops
+  and resumes are emitted as events for the webhook.
+* A plan change applies at once: the new plan's included minutes count for the whole
+  period; extra seconds already used keep the price they were used at (``earlier_prices``),
+  so a EUR limit still bounds the total cost; a free plan switches extra minutes off.
 
 * Settled is final: a call whose usage is recorded is never granted or billed again
   (``recent_settled`` exactly, every id ever in ``settled``, billing/settled.py).
@@ -41,7 +45,8 @@ from billing.rules import (
 )
 from billing.settled import SettledFilter
 
-WARNING_PERCENT = 90
+WARNING_PERCENT = 90  # the default, and the only threshold before alert thresholds (v5)
+MAX_ALERT_THRESHOLDS = 5
 
 # Notice kinds (also the values of the API's "kind" field).
 LIMIT_WARNING = "limit_warning"
@@ -50,6 +55,10 @@ INCLUDED_EXHAUSTED = "included_minutes_exhausted"
 INVOICE = "invoice"
 PAYMENT_FAILED = "payment_failed"
 EXTRA_DISABLED = "extra_minutes_disabled"
+# Confirmations (v5): switched on, a payment method added or replaced, a plan change.
+EXTRA_ENABLED = "extra_minutes_enabled"
+PAYMENT_METHOD_CHANGED = "payment_method_changed"
+PLAN_CHANGED = "plan_changed"
 
 # Stop reasons (the API's "stop_reason" and authorisation "reason").
 REASON_LIMIT = "limit_reached"
@@ -65,6 +74,13 @@ REASON_UNAVAILABLE = "unavailable"  # the ledger could not be asked in time
 # Why extra minutes were switched off (the extra_minutes_disabled email says which).
 DISABLED_BY_CUSTOMER = "switched_off"
 DISABLED_NO_PAYMENT_METHOD = "payment_method_removed"
+DISABLED_BY_PLAN = "plan_downgraded"
+
+# What a settings-history entry changed (the settings_change row's "kind").
+CHANGED_EXTRA_MINUTES = "extra_minutes"
+CHANGED_PLAN = "plan"
+CHANGED_ALERTS = "alerts"
+CHANGED_PAYMENT_METHOD = "payment_method"
 
 # How long settled call ids and abandoned request ids are remembered exactly. Re-asks
 # racing a report and retried reports arrive within minutes; older ids are still found
@@ -152,8 +168,20 @@ class Notice:
     # The period the notice belongs to (it may be delivered after that period closed).
     period_start: datetime | None = None
     period_end: datetime | None = None
-    # extra_minutes_disabled: DISABLED_BY_CUSTOMER or DISABLED_NO_PAYMENT_METHOD.
+    # extra_minutes_disabled: DISABLED_BY_CUSTOMER, DISABLED_NO_PAYMENT_METHOD or
+    # DISABLED_BY_PLAN.
     cause: str | None = None
+    # limit_warning: the threshold crossed (percent of the limit); None on notices from
+    # before thresholds, which were all 90 %.
+    percent: int | None = None
+    # The limit in the customer's own unit: minutes when it was set in minutes (then
+    # ``limit_cents`` is their EUR equivalent), and the extra seconds it allows.
+    limit_minutes: int | None = None
+    extra_allowed_seconds: int | None = None
+    # plan_changed: the plan now and before; payment_method_changed: the method.
+    plan: str | None = None
+    old_plan: str | None = None
+    detail: str | None = None
 
 
 @dataclass
@@ -169,7 +197,11 @@ class ServiceEvent:
 
 @dataclass
 class SettingsChangeEntry:
-    """A settings change for the history table and the account row (written later)."""
+    """A settings change for the history table and the account row (written later).
+
+    Every entry carries what is in force after it (settings, and since v5 plan and alert
+    thresholds), so the account row's mirror can be written from the newest one alone.
+    """
 
     change_id: str
     actor: str
@@ -177,6 +209,22 @@ class SettingsChangeEntry:
     new: ExtraMinutesSettings
     changed_at: datetime
     version: int
+    kind: str = CHANGED_EXTRA_MINUTES
+    detail: str | None = None  # plan, alerts, payment method: "old → new" in words
+    reason: str | None = None  # an admin's reason, for the audit trail
+    plan: str | None = None
+    alert_percents: list[int] | None = None
+
+
+@dataclass
+class PricedUsage:
+    """Extra seconds used this period under an earlier plan, priced at that plan's price
+    (a plan change never reprices what was already used)."""
+
+    plan: str
+    seconds: int
+    unit_price_cents: int
+    cost_cents: int
 
 
 @dataclass
@@ -253,6 +301,20 @@ class PeriodState:
     unflushed: list[UsageRecord] = field(default_factory=list)
     outbox_settings: list[SettingsChangeEntry] = field(default_factory=list)
     outbox_closes: list[PeriodClose] = field(default_factory=list)
+    # Warning thresholds in percent of the limit, ascending (the 100 % stop always counts).
+    alert_percents: list[int] = field(default_factory=lambda: [WARNING_PERCENT])
+    # Extra seconds of this period used under earlier plans (see PricedUsage); the rest of
+    # ``extra_used_seconds`` is at today's plan's price.
+    earlier_prices: list[PricedUsage] = field(default_factory=list)
+    # Confirmation emails (switched on, payment method changed) and payment-method history
+    # entries: set by workflows whose run records the v5 marker, so that replaying a run
+    # recorded before them queues nothing it did not queue then.
+    confirmations: bool = False
+    # The once-per-period key of the included-minutes notice; a plan change that adds
+    # included minutes gives it a new one.
+    included_notice_key: str = "period"
+    # The payment method on file, in words (v5): a repeated report of it confirms nothing.
+    payment_method_label: str | None = None
 
     @classmethod
     def open(
@@ -279,12 +341,40 @@ class PeriodState:
     # --- derived figures --------------------------------------------------------------
 
     @property
+    def earlier_seconds(self) -> int:
+        return sum(p.seconds for p in self.earlier_prices)
+
+    @property
+    def earlier_cost_cents(self) -> int:
+        return sum(p.cost_cents for p in self.earlier_prices)
+
+    @property
     def extra_allowed_seconds(self) -> int:
-        return allowed_extra_seconds(self.settings, self.plan) if self.settings.enabled else 0
+        if not self.settings.enabled:
+            return 0
+        if not self.earlier_prices or self.settings.limit_cents is None:
+            # A minutes limit is minutes, whatever they cost; so is a period without
+            # a plan change.
+            return allowed_extra_seconds(self.settings, self.plan)
+        # A EUR limit after a plan change: what was used before keeps its cost, and the
+        # rest of the limit buys seconds at today's price (rounded down, so that their
+        # cost, rounded once half up, never passes the rest).
+        rest = ExtraMinutesSettings(
+            enabled=True, limit_cents=max(0, self.settings.limit_cents - self.earlier_cost_cents)
+        )
+        return self.earlier_seconds + allowed_extra_seconds(rest, self.plan)
 
     @property
     def extra_cost_cents(self) -> int:
-        return cost_cents(self.extra_used_seconds, self.plan.extra_minute_price_cents)
+        now_priced = max(0, self.extra_used_seconds - self.earlier_seconds)
+        return self.earlier_cost_cents + cost_cents(now_priced, self.plan.extra_minute_price_cents)
+
+    def priced_usage(self) -> list[PricedUsage]:
+        """This period's extra seconds by price: earlier plans first, then today's."""
+        now_priced = max(0, self.extra_used_seconds - self.earlier_seconds)
+        price = self.plan.extra_minute_price_cents
+        current = PricedUsage(self.plan.plan, now_priced, price, cost_cents(now_priced, price))
+        return [*self.earlier_prices, current] if now_priced else list(self.earlier_prices)
 
     @property
     def included_left(self) -> int:
@@ -490,6 +580,10 @@ class PeriodState:
     def already_applied(self, change_id: str | None) -> bool:
         return change_id is not None and change_id in self.recent_change_ids
 
+    def _remember_change(self, change_id: str | None) -> None:
+        if change_id is not None:
+            self.recent_change_ids = [*self.recent_change_ids, change_id][-RECENT_CHANGES:]
+
     def change_settings(
         self,
         settings: ExtraMinutesSettings,
@@ -498,31 +592,150 @@ class PeriodState:
         actor: str = "system",
         change_id: str | None = None,
         cause: str = DISABLED_BY_CUSTOMER,
+        reason: str | None = None,
     ) -> None:
         """Apply a validated settings change; the new limit takes effect at once.
 
         Every change becomes one settings-history entry (``outbox_settings``). Switching
         extra minutes off confirms it by email; it never suggests switching them on.
+        Switching them on is confirmed by email too (v5).
         """
         old = self.settings
         self.settings = settings
-        self.settings_version += 1
-        change_id = change_id or f"{self.account_id}:settings:{self.settings_version}"
-        self.recent_change_ids = [*self.recent_change_ids, change_id][-RECENT_CHANGES:]
-        self.outbox_settings.append(
-            SettingsChangeEntry(change_id, actor, old, settings, now, self.settings_version)
+        self._record_change(
+            CHANGED_EXTRA_MINUTES, now, actor=actor, change_id=change_id, old=old, reason=reason
         )
         if settings.enabled and self.extra_allowed_seconds > 0:
-            # "Re-arm the 90 % warning when usage is below it": under the new limit the
-            # warning may fire again, unless usage already stands at or above 90 %.
-            if self._at_or_above_warning():
-                self._mark_sent(LIMIT_WARNING)
+            # "Re-arm the warnings when usage is below them": under the new limit each may
+            # fire again, unless usage already stands at or above it.
+            self._mark_crossed_warnings()
         if old.enabled and not settings.enabled:
-            suggestion = self._notice_key(INCLUDED_EXHAUSTED, "period")
+            suggestion = self._notice_key(INCLUDED_EXHAUSTED, self.included_notice_key)
             if suggestion not in self.notices_sent:
                 self.notices_sent.append(suggestion)
             self._notice(EXTRA_DISABLED, f"v{self.settings_version}", now, cause=cause)
+        elif settings.enabled and not old.enabled and self.confirmations:
+            self._notice(EXTRA_ENABLED, f"v{self.settings_version}", now)
         self._after_usage_change(now)
+
+    def change_alerts(
+        self,
+        percents: list[int],
+        now: datetime,
+        *,
+        actor: str = "system",
+        change_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """New warning thresholds (validated: see :func:`alerts_problem`).
+
+        A threshold that usage already stands at is not announced now (the customer is
+        looking at the figure): only thresholds still ahead notify.
+        """
+        old = self.alert_percents
+        wanted = sorted(set(percents))
+        if wanted == old:
+            self._remember_change(change_id)
+            return
+        self.alert_percents = wanted
+        self._record_change(
+            CHANGED_ALERTS,
+            now,
+            actor=actor,
+            change_id=change_id,
+            reason=reason,
+            detail=f"{_percent_list(old)} → {_percent_list(self.alert_percents)}",
+        )
+        self._mark_crossed_warnings()
+
+    def change_plan(
+        self,
+        plan: PlanTerms,
+        now: datetime,
+        *,
+        actor: str = "system",
+        change_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Move the account to ``plan`` now (rules: module docstring, README "Plan changes").
+
+        Extra seconds used so far keep their price; included minutes are the new plan's for
+        the whole period; a plan without a monthly fee switches extra minutes off first
+        (what was used stays billable at period end).
+        """
+        old = self.plan
+        if old == plan:
+            return
+        if not plan.is_paid and self.settings.enabled:
+            self.change_settings(
+                ExtraMinutesSettings(enabled=False),
+                now,
+                actor=actor,
+                cause=DISABLED_BY_PLAN,
+                reason=reason,
+            )
+        now_priced = self.extra_used_seconds - self.earlier_seconds
+        if now_priced > 0 and old.extra_minute_price_cents != plan.extra_minute_price_cents:
+            self.earlier_prices = [
+                *self.earlier_prices,
+                PricedUsage(
+                    old.plan,
+                    now_priced,
+                    old.extra_minute_price_cents,
+                    cost_cents(now_priced, old.extra_minute_price_cents),
+                ),
+            ]
+        self.plan = plan
+        # Calls running now were granted their seconds under the old plan's pools and price.
+        # Their grants are treated like lapsed ones: they hold no room, and what the calls
+        # report is billed only from room the new plan has free (included first, then extra
+        # within today's limit), the rest recorded as excess: never billed beyond a limit,
+        # never billed as extra with extra minutes off. A re-ask is granted under the new plan.
+        for reservation in self.reservations.values():
+            reservation.lapsed_seconds = reservation.granted_seconds
+        if plan.included_seconds > max(old.included_seconds, self.included_used_seconds):
+            # More included minutes left than before: running out of them is news again
+            # (a key of its own: the notification table keeps one notice per key and period).
+            self.included_notice_key = f"v{self.settings_version + 1}"
+        self._record_change(
+            CHANGED_PLAN,
+            now,
+            actor=actor,
+            change_id=change_id,
+            reason=reason,
+            detail=f"{old.plan} → {plan.plan}",
+        )
+        self._notice(PLAN_CHANGED, f"v{self.settings_version}", now, old_plan=old.plan)
+        # A EUR limit buys a different number of seconds at the new price: warnings are
+        # keyed by what the limit allows, so re-arm them as a limit change does.
+        self._mark_crossed_warnings()
+        self._after_usage_change(now)
+
+    def _record_change(
+        self,
+        kind: str,
+        now: datetime,
+        *,
+        actor: str,
+        change_id: str | None,
+        reason: str | None,
+        old: ExtraMinutesSettings | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.settings_version += 1
+        change_id = change_id or f"{self.account_id}:settings:{self.settings_version}"
+        self._remember_change(change_id)
+        entry = SettingsChangeEntry(
+            change_id,
+            actor,
+            old if old is not None else self.settings,
+            self.settings,
+            now,
+            self.settings_version,
+        )
+        entry.kind, entry.detail, entry.reason = kind, detail, reason
+        entry.plan, entry.alert_percents = self.plan.plan, list(self.alert_percents)
+        self.outbox_settings.append(entry)
 
     def set_invoice_overdue(self, invoice_key: str, overdue: bool, now: datetime) -> None:
         keys = [k for k in self.overdue_invoices if k != invoice_key]
@@ -531,14 +744,46 @@ class PeriodState:
         self._refresh_service(now)
 
     def set_payment_method(
-        self, on_file: bool, now: datetime, *, actor: str = "system", change_id: str | None = None
+        self,
+        on_file: bool,
+        now: datetime,
+        *,
+        actor: str = "system",
+        change_id: str | None = None,
+        method_label: str | None = None,
+        reason: str | None = None,
     ) -> bool:
         """Record whether a payment method is on file; True when this disabled extras.
 
         Without a payment method nothing could be charged, so removing the last one
         switches extra minutes off (what was used stays billable) and tells the customer.
+        A change that names the method (``method_label``, v5) goes into the settings
+        history, and adding or replacing one is confirmed by email.
         """
+        had = self.payment_method_on_file
         self.payment_method_on_file = on_file
+        if method_label is not None and on_file and method_label == self.payment_method_label:
+            method_label = None  # the same method again (a retried attach): nothing new
+        if on_file and method_label is not None:
+            self.payment_method_label = method_label
+        elif not on_file:
+            self.payment_method_label = None
+        if self.confirmations and (method_label is not None or (had and not on_file)):
+            detail = method_label if on_file else "removed"
+            self._record_change(
+                CHANGED_PAYMENT_METHOD,
+                now,
+                actor=actor,
+                change_id=change_id,
+                reason=reason,
+                detail=detail,
+            )
+            if on_file:
+                self._notice(
+                    PAYMENT_METHOD_CHANGED, f"v{self.settings_version}", now, detail=detail
+                )
+            # The switch-off below is an entry of its own, with an id of its own.
+            change_id = f"{change_id}:extra-minutes" if change_id else None
         if on_file or not self.settings.enabled:
             return False
         self.change_settings(
@@ -547,6 +792,7 @@ class PeriodState:
             actor=actor,
             change_id=change_id,
             cause=DISABLED_NO_PAYMENT_METHOD,
+            reason=reason,
         )
         return True
 
@@ -591,15 +837,35 @@ class PeriodState:
             reservations=carried,
             notices_sent=[],
             outbox_closes=[*self.outbox_closes, self.closing_totals()],
+            earlier_prices=[],
+            included_notice_key="period",
         )
         fresh._refresh_service(now)
         return fresh
 
     # --- internals -----------------------------------------------------------------------
 
-    def _at_or_above_warning(self) -> bool:
+    def _crossed_warnings(self) -> list[int]:
+        """The thresholds usage stands at or above, ascending."""
         allowed = self.extra_allowed_seconds
-        return allowed > 0 and self.extra_used_seconds * 100 >= allowed * WARNING_PERCENT
+        if allowed <= 0:
+            return []
+        limit_cents = self.settings.limit_cents
+        if self.earlier_prices and limit_cents is not None:
+            # Seconds at two prices: a percentage of a EUR limit is one of its euros.
+            cost = self.extra_cost_cents
+            return [p for p in self.alert_percents if cost * 100 >= limit_cents * p]
+        return [p for p in self.alert_percents if self.extra_used_seconds * 100 >= allowed * p]
+
+    def _warning_key(self, percent: int) -> str:
+        # The 90 % key keeps its pre-threshold shape, so that a warning sent before an
+        # upgrade is not sent again.
+        limit = self._limit_key()
+        return limit if percent == WARNING_PERCENT else f"{percent}%:{limit}"
+
+    def _mark_crossed_warnings(self) -> None:
+        for percent in self._crossed_warnings():
+            self._mark_sent(LIMIT_WARNING, self._warning_key(percent))
 
     def _refusal_reason(self) -> str:
         if self.payment_overdue and self.settings.enabled:
@@ -611,19 +877,24 @@ class PeriodState:
         # suggesting extra minutes. A refusal only because running calls hold the rest
         # of the limit is not a stop: those calls may still hand seconds back.
         if reason == REASON_INCLUDED and self.included_left == 0:
-            self._notice(INCLUDED_EXHAUSTED, "period", now)
+            self._notice(INCLUDED_EXHAUSTED, self.included_notice_key, now)
 
     def _after_usage_change(self, now: datetime) -> None:
         if self.settings.enabled and self.extra_allowed_seconds > 0:
             reached = self.extra_used_seconds >= self.extra_allowed_seconds
+            crossed = self._crossed_warnings()
             if reached:
-                # Both thresholds crossed at once: one email (the stop), not two.
-                self._mark_sent(LIMIT_WARNING)
+                # Thresholds crossed together with the stop: one email (the stop).
+                self._mark_crossed_warnings()
                 self._notice(LIMIT_REACHED, self._limit_key(), now)
-            elif self._at_or_above_warning():
-                self._notice(LIMIT_WARNING, self._limit_key(), now)
+            elif crossed:
+                # Several thresholds crossed by one call: one email, for the highest.
+                *passed, top = crossed
+                for percent in passed:
+                    self._mark_sent(LIMIT_WARNING, self._warning_key(percent))
+                self._notice(LIMIT_WARNING, self._warning_key(top), now, percent=top)
         elif self.included_left == 0:
-            self._notice(INCLUDED_EXHAUSTED, "period", now)
+            self._notice(INCLUDED_EXHAUSTED, self.included_notice_key, now)
         self._refresh_service(now)
 
     def _service_status(self) -> tuple[bool, str | None]:
@@ -663,28 +934,65 @@ class PeriodState:
     def _notice_key(self, kind: str, key: str) -> str:
         return f"{kind}:{key}"
 
-    def _mark_sent(self, kind: str) -> None:
-        key = self._notice_key(kind, self._limit_key())
-        if key not in self.notices_sent:
-            self.notices_sent.append(key)
+    def _mark_sent(self, kind: str, key: str | None = None) -> None:
+        full_key = self._notice_key(kind, self._limit_key() if key is None else key)
+        if full_key not in self.notices_sent:
+            self.notices_sent.append(full_key)
 
-    def _notice(self, kind: str, key: str, now: datetime, *, cause: str | None = None) -> None:
+    def _notice(
+        self,
+        kind: str,
+        key: str,
+        now: datetime,
+        *,
+        cause: str | None = None,
+        percent: int | None = None,
+        old_plan: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         full_key = self._notice_key(kind, key)
         if full_key in self.notices_sent:
             return
         self.notices_sent.append(full_key)
+        enabled = self.settings.enabled
         self.outbox_notices.append(
             Notice(
                 kind=kind,
                 key=full_key,
-                limit_cents=limit_as_cents(self.settings, self.plan)
-                if self.settings.enabled
-                else None,
+                limit_cents=limit_as_cents(self.settings, self.plan) if enabled else None,
                 extra_seconds=self.extra_used_seconds,
                 extra_cost_cents=self.extra_cost_cents,
                 created_at=now,
                 period_start=self.period_start,
                 period_end=self.period_end,
                 cause=cause,
+                percent=percent,
+                limit_minutes=self.settings.limit_minutes if enabled else None,
+                extra_allowed_seconds=self.extra_allowed_seconds if enabled else None,
+                plan=self.plan.plan,
+                old_plan=old_plan,
+                detail=detail,
             )
         )
+
+
+def _percent_list(percents: list[int]) -> str:
+    return ", ".join(f"{p} %" for p in percents) or "–"
+
+
+def alerts_problem(percents: object) -> str | None:
+    """Why ``percents`` cannot be an account's warning thresholds (None: they can).
+
+    Up to five whole percentages between 1 and 99, each once; 100 % is the stop, which
+    always notifies. No thresholds at all is allowed (only the stop then notifies).
+    """
+    if not isinstance(percents, list):
+        return "thresholds must be a list of whole percentages"
+    if len(percents) > MAX_ALERT_THRESHOLDS:
+        return f"at most {MAX_ALERT_THRESHOLDS} thresholds"
+    for p in percents:
+        if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 99:
+            return "each threshold is a whole percentage from 1 to 99 (100 % always notifies)"
+    if len(set(percents)) != len(percents):
+        return "each threshold only once"
+    return None

@@ -53,6 +53,26 @@ Gaps measured with stripe 16.1.0 (API 2026-10-28.endive) and how the proxy fills
   store by type, and customer search filters an index of the fields that change only
   through ``POST /v1/customers[/{id}]`` (id, created, metadata, email, name), then reads
   only the page's customers.
+* **Tax rates and VAT on invoices** (localstripe's TaxRate refuses ``country`` and
+  ``tax_type`` and taxes inclusive rates as if exclusive): the proxy owns tax rates
+  (create, retrieve, update of the mutable fields only, list filtered by ``active`` and
+  ``inclusive``; like Stripe there is no ``/v1/tax_rates/search``) and computes the tax of
+  emulated invoices as Stripe does with Tax Rates: per line, on the line's amount, rounded
+  half up to the cent; exclusive rates add ``round(amount × p/100)``, inclusive rates
+  contain ``amount - round(amount / (1 + p/100))``. Invoices report ``subtotal``,
+  ``subtotal_excluding_tax``, ``total``, ``total_excluding_tax``, ``amount_due`` and
+  ``total_taxes`` (Stripe's fields since API 2025-03-31; ``tax`` and
+  ``total_tax_amounts`` are gone), lines their ``taxes``. A line's rates are its own
+  ``tax_rates``, else the invoice's ``default_tax_rates``; an inactive rate is refused
+  for new items, as Stripe does.
+* **Customer ``tax_exempt``** (``none`` | ``exempt`` | ``reverse``; refused by
+  localstripe, as are ``limit`` and ``starting_after`` on a customer's ``tax_ids``
+  list, which the proxy drops): kept by the proxy, shown on customers and copied to an invoice's
+  ``customer_tax_exempt`` when it is created, as Stripe does. Invoices take a ``footer``.
+* **Invoice items priced per unit**: ``quantity`` × ``unit_amount_decimal`` (a decimal
+  string of at most 12 decimal places; the product rounded half up to the cent), refused
+  together with ``amount`` (Stripe: "only one of amount, unit_amount_decimal") or a
+  ``quantity`` other than 1 beside ``amount``.
 * **SetupIntent confirm with ``mandate_data``** (400 in localstripe): the proxy checks
   it has ``customer_acceptance.type`` and drops it before forwarding. As in Stripe, a
   SetupIntent that succeeds attaches its PaymentMethod to its customer, and detaching a
@@ -98,6 +118,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -324,6 +345,70 @@ def _expand_list(params: Json) -> list[str]:
     return [str(v) for v in value]
 
 
+def _as_decimal(value: Any, param: str, places: int) -> Decimal:
+    """A decimal parameter ("19", "0.483333333333") with at most ``places`` decimals."""
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise StripeApiError(400, f"Invalid decimal: {value}", param=param) from None
+    exponent = number.as_tuple().exponent
+    if not number.is_finite() or (isinstance(exponent, int) and -exponent > places):
+        raise StripeApiError(
+            400, f"Invalid decimal: {value} (at most {places} decimal places)", param=param
+        )
+    return number
+
+
+def _cents(value: Decimal) -> int:
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _line_tax(amount: int, rate: Json, percentage: Decimal) -> Json:
+    """One tax rate on one line, the way Stripe computes Tax Rates (see the docstring)."""
+    if rate["inclusive"]:
+        tax = amount - _cents(Decimal(amount) * 100 / (100 + percentage))
+        taxable = amount - tax
+    else:
+        tax, taxable = _cents(Decimal(amount) * percentage / 100), amount
+    return {
+        "amount": tax,
+        "tax_behavior": "inclusive" if rate["inclusive"] else "exclusive",
+        "tax_rate_details": {"tax_rate": rate["id"]},
+        "taxability_reason": "standard_rated",
+        "taxable_amount": taxable,
+        "type": "tax_rate_details",
+    }
+
+
+_TAX_TYPES = {
+    "amusement_tax",
+    "communications_tax",
+    "gst",
+    "hst",
+    "igst",
+    "jct",
+    "lease_tax",
+    "pst",
+    "qst",
+    "retail_delivery_fee",
+    "rst",
+    "sales_tax",
+    "service_tax",
+    "vat",
+}
+_TAX_RATE_MUTABLE = {
+    "active",
+    "country",
+    "description",
+    "display_name",
+    "jurisdiction",
+    "metadata",
+    "state",
+    "tax_type",
+    "expand",
+}
+
+
 def _merge_metadata(current: dict[str, str], update: Any) -> dict[str, str]:
     """Stripe semantics: keys merge, an empty value deletes, ``metadata=''`` clears all."""
     if update == "":
@@ -506,11 +591,38 @@ class _Invoice:
     voided_at: int | None = None
     uncollectible_at: int | None = None
     paid_out_of_band: bool = False
+    default_tax_rates: list[str] = field(default_factory=list)
+    footer: str | None = None
+    customer_tax_exempt: str = "none"
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
-    def total(self) -> int:
+    def subtotal(self) -> int:
         return sum(int(line["amount"]) for line in self.lines)
+
+    def tax(self, behavior: str) -> int:
+        return sum(
+            int(tax["amount"])
+            for line in self.lines
+            for tax in line.get("taxes") or []
+            if tax["tax_behavior"] == behavior
+        )
+
+    @property
+    def total(self) -> int:
+        """What is due: the lines plus exclusive tax (inclusive tax is inside the lines)."""
+        return self.subtotal + self.tax("exclusive")
+
+    def total_taxes(self) -> list[Json]:
+        """Stripe's ``total_taxes``: the lines' taxes summed per tax rate."""
+        summed: dict[str, Json] = {}
+        for line in self.lines:
+            for tax in line.get("taxes") or []:
+                rate = tax["tax_rate_details"]["tax_rate"]
+                entry = summed.setdefault(rate, {**tax, "amount": 0, "taxable_amount": 0})
+                entry["amount"] += int(tax["amount"])
+                entry["taxable_amount"] += int(tax["taxable_amount"])
+        return list(summed.values())
 
 
 @dataclass(frozen=True)
@@ -595,7 +707,16 @@ class _Emulator:
         # (all of them do): searching then needs no full listing of localstripe's customers,
         # which costs O(customers) of export and JSON per search.
         self.customer_index: dict[str, Json] = {}
+        self.tax_rates: dict[str, Json] = {}
+        self.customer_tax_exempt: dict[str, str] = {}
+        self.tax_percentages: dict[str, Decimal] = {}  # exact, as given (JSON has floats)
+        # Pending items (no invoice yet) keep their rates here until an invoice takes them.
+        self.pending_item_rates: dict[str, list[str]] = {}
         self.routes: list[tuple[str, re.Pattern[str], Callable[..., Awaitable[_Reply]]]] = [
+            ("POST", re.compile(r"/v1/tax_rates"), self.create_tax_rate),
+            ("GET", re.compile(r"/v1/tax_rates"), self.list_tax_rates),
+            ("GET", re.compile(r"/v1/tax_rates/(?P<id>txr_\w+)"), self.retrieve_tax_rate),
+            ("POST", re.compile(r"/v1/tax_rates/(?P<id>txr_\w+)"), self.update_tax_rate),
             ("GET", re.compile(r"/v1/customers/search"), self.search_customers),
             ("GET", re.compile(r"/v1/invoices/search"), self.search_invoices),
             ("POST", re.compile(r"/v1/invoices"), self.create_invoice),
@@ -924,16 +1045,31 @@ class _Emulator:
             params = {k: v for k, v in params.items() if k != "mandate_data"}
             modified = True
 
+        exempt: str | None = None
+        is_customer = re.fullmatch(r"/v1/customers(/cus_\w+)?", path)
+        if is_customer and ctx.method == "POST" and "tax_exempt" in params:
+            exempt = params["tax_exempt"]
+            if exempt not in ("none", "exempt", "reverse"):
+                raise StripeApiError(400, f"Invalid tax_exempt: {exempt}", param="tax_exempt")
+            params = {k: v for k, v in params.items() if k != "tax_exempt"}
+            modified = True
+
         detaching = re.fullmatch(r"/v1/payment_methods/(pm_\w+)/detach", path)
         detached_from: str | None = None
         if detaching and ctx.method == "POST":
             before = await self.backend_call(ctx, "GET", f"/v1/payment_methods/{detaching[1]}")
             detached_from = (before.json() or {}).get("customer")
 
-        if modified:
-            reply = await self.backend_call(
-                ctx, ctx.method, path, params=params, query=ctx.query_string
-            )
+        query = ctx.query_string
+        if ctx.method == "GET" and re.fullmatch(r"/v1/customers/cus_\w+/tax_ids", path):
+            # localstripe refuses Stripe's paging parameters here (a customer has a few
+            # tax ids: the whole list is one page).
+            query = ""
+        if exempt is not None and not params and path != "/v1/customers":
+            # Only tax_exempt changed: localstripe refuses an empty update.
+            reply = await self.backend_call(ctx, "GET", path)
+        elif modified:
+            reply = await self.backend_call(ctx, ctx.method, path, params=params, query=query)
         else:
             reply = await self.backend_call(
                 ctx,
@@ -941,7 +1077,7 @@ class _Emulator:
                 path,
                 raw=ctx.raw_body or None,
                 content_type=ctx.content_type,
-                query=ctx.query_string,
+                query=query,
             )
         payload = reply.json()
         if payload is None or reply.status != 200:
@@ -997,7 +1133,9 @@ class _Emulator:
             pm_id = payload.get("payment_method")
             if isinstance(number, str) and isinstance(pm_id, str):
                 self.card_brands[pm_id] = _brand_for(number)
-        return _json_reply(reply.status, self.decorate(payload))
+        if exempt is not None and payload.get("object") == "customer":
+            self.customer_tax_exempt[str(payload["id"])] = exempt
+        return _json_reply(reply.status, self.customer_view(self.decorate(payload)))
 
     async def materialise(self, ctx: _Ctx, magic: str, customer: Any) -> str:
         """The real localstripe PaymentMethod standing in for a Stripe test id."""
@@ -1019,6 +1157,12 @@ class _Emulator:
             self.card_brands[created["id"]] = spec["brand"]
         self.magic[key] = created["id"]
         return str(created["id"])
+
+    def customer_view(self, payload: Json) -> Json:
+        """A customer as Stripe shows it: with the ``tax_exempt`` localstripe lacks."""
+        if payload.get("object") == "customer":
+            payload["tax_exempt"] = self.customer_tax_exempt.get(str(payload["id"]), "none")
+        return payload
 
     def decorate(self, payload: Any) -> Any:
         """Correct what localstripe reports differently from Stripe, wherever it appears:
@@ -1076,7 +1220,168 @@ class _Emulator:
                 await self.backend_json(ctx, "GET", f"/v1/customers/{c['id']}")
                 for c in page["data"]
             ]
+        page["data"] = [self.customer_view(c) for c in page["data"]]
         return _json_reply(200, page)
+
+    # -- tax rates ---------------------------------------------------------------------
+
+    def tax_rate(self, rate_id: Any, param: str = "tax_rates") -> Json:
+        rate = self.tax_rates.get(str(rate_id))
+        if rate is None:
+            raise _missing("tax_rate", str(rate_id), param)
+        return rate
+
+    def _tax_rate_fields(self, params: Json, rate: Json) -> None:
+        """Validate and apply the fields a create or an update may set."""
+        if "display_name" in params:
+            name = params["display_name"]
+            if not isinstance(name, str) or not name.strip() or len(name) > 50:
+                raise StripeApiError(
+                    400, "display_name must be 1 to 50 characters.", param="display_name"
+                )
+            rate["display_name"] = name
+        if "active" in params:
+            rate["active"] = bool(_as_bool(params["active"], "active"))
+        if "country" in params:
+            country = params["country"]
+            if country == "":
+                rate["country"] = None
+            elif not isinstance(country, str) or not re.fullmatch(r"[A-Za-z]{2}", country):
+                raise StripeApiError(
+                    400, f"Invalid country: {country} (ISO 3166-1 alpha-2).", param="country"
+                )
+            else:
+                rate["country"] = country.upper()
+        for name in ("description", "jurisdiction", "state"):
+            if name in params:
+                value = params[name]
+                if not isinstance(value, str) or len(value) > 500:
+                    raise StripeApiError(400, f"Invalid {name}.", param=name)
+                rate[name] = value or None
+        if "tax_type" in params:
+            if params["tax_type"] not in _TAX_TYPES:
+                raise StripeApiError(
+                    400, f"Invalid tax_type: {params['tax_type']}", param="tax_type"
+                )
+            rate["tax_type"] = params["tax_type"]
+        if "metadata" in params:
+            rate["metadata"] = _merge_metadata(rate["metadata"], params["metadata"])
+
+    async def create_tax_rate(self, ctx: _Ctx) -> _Reply:
+        params = ctx.params
+        _check_params(params, _TAX_RATE_MUTABLE | {"display_name", "inclusive", "percentage"})
+        for required in ("display_name", "inclusive", "percentage"):
+            if required not in params:
+                raise StripeApiError(400, f"Missing required param: {required}.", param=required)
+        inclusive = _as_bool(params["inclusive"], "inclusive")
+        percentage = _as_decimal(params["percentage"], "percentage", 4)
+        if not Decimal(0) <= percentage <= Decimal(100):
+            raise StripeApiError(400, "percentage must be between 0 and 100.", param="percentage")
+        rate: Json = {
+            "id": _new_id("txr_"),
+            "object": "tax_rate",
+            "active": True,
+            "country": None,
+            "created": _now(),
+            "description": None,
+            "display_name": "",
+            "effective_percentage": float(percentage),
+            "flat_amount": None,
+            "inclusive": bool(inclusive),
+            "jurisdiction": None,
+            "jurisdiction_level": None,
+            "livemode": False,
+            "metadata": {},
+            "percentage": float(percentage),
+            "rate_type": "percentage",
+            "state": None,
+            "tax_type": None,
+        }
+        self._tax_rate_fields(params, rate)
+        self.tax_rates[rate["id"]] = rate
+        self.tax_percentages[rate["id"]] = percentage
+        return _json_reply(200, rate)
+
+    async def retrieve_tax_rate(self, ctx: _Ctx, id: str) -> _Reply:
+        return _json_reply(200, self.tax_rate(id, "id"))
+
+    async def update_tax_rate(self, ctx: _Ctx, id: str) -> _Reply:
+        rate = self.tax_rate(id, "id")
+        # percentage and inclusive are fixed for good: Stripe refuses them here.
+        _check_params(ctx.params, _TAX_RATE_MUTABLE)
+        updated = dict(rate)
+        self._tax_rate_fields(ctx.params, updated)
+        rate.update(updated)
+        return _json_reply(200, rate)
+
+    async def list_tax_rates(self, ctx: _Ctx) -> _Reply:
+        params = ctx.query
+        _check_params(
+            params,
+            {
+                "active",
+                "inclusive",
+                "created",
+                "limit",
+                "starting_after",
+                "ending_before",
+                "expand",
+            },
+        )
+        limit = _as_int(params.get("limit"), "limit") or 10
+        if not 1 <= limit <= 100:
+            raise StripeApiError(400, "limit must be between 1 and 100.", param="limit")
+        rates = sorted(self.tax_rates.values(), key=lambda r: (r["created"], r["id"]), reverse=True)
+        for name in ("active", "inclusive"):
+            if name in params:
+                wanted = _as_bool(params[name], name)
+                rates = [r for r in rates if r[name] == wanted]
+        ids = [r["id"] for r in rates]
+        if params.get("starting_after"):
+            if params["starting_after"] not in self.tax_rates:
+                raise _missing("tax_rate", str(params["starting_after"]), "starting_after")
+            if params["starting_after"] in ids:
+                rates = rates[ids.index(params["starting_after"]) + 1 :]
+        elif params.get("ending_before") in ids:
+            rates = rates[: ids.index(params["ending_before"])][-limit:]
+        return _json_reply(
+            200,
+            {
+                "object": "list",
+                "url": "/v1/tax_rates",
+                "data": rates[:limit],
+                "has_more": len(rates) > limit,
+            },
+        )
+
+    def usable_rates(self, rate_ids: Any, param: str) -> list[str]:
+        """Tax rate ids for a new item or invoice: existing, active, at most one inclusive
+        and at most ten, as Stripe allows."""
+        if rate_ids in (None, ""):
+            return []
+        if not isinstance(rate_ids, list):
+            raise StripeApiError(400, f"Invalid array: {param}", param=param)
+        rates = [self.tax_rate(rate_id, param) for rate_id in rate_ids]
+        for rate in rates:
+            if not rate["active"]:
+                raise StripeApiError(
+                    400,
+                    f"Tax rate {rate['id']} is inactive and cannot be applied.",
+                    param=param,
+                )
+        if sum(1 for rate in rates if rate["inclusive"]) > 1:
+            raise StripeApiError(
+                400, "You can only apply one inclusive tax rate per line.", param=param
+            )
+        if len(rates) > 10:
+            raise StripeApiError(400, "At most 10 tax rates per line.", param=param)
+        return [rate["id"] for rate in rates]
+
+    def line_taxes(self, amount: int, rate_ids: list[str]) -> list[Json]:
+        return [
+            _line_tax(amount, self.tax_rates[rate_id], self.tax_percentages[rate_id])
+            for rate_id in rate_ids
+        ]
 
     # -- invoices ----------------------------------------------------------------------
 
@@ -1103,9 +1408,12 @@ class _Emulator:
                 "due_date",
                 "pending_invoice_items_behavior",
                 "default_payment_method",
+                "default_tax_rates",
+                "footer",
                 "expand",
             },
         )
+        default_tax_rates = self.usable_rates(params.get("default_tax_rates"), "default_tax_rates")
         customer_id = params.get("customer")
         if not isinstance(customer_id, str) or not customer_id:
             raise StripeApiError(400, "Missing required param: customer.", param="customer")
@@ -1148,6 +1456,9 @@ class _Emulator:
             days_until_due=days_until_due,
             due_date=due_date,
             default_payment_method=default_pm,
+            default_tax_rates=default_tax_rates,
+            footer=params.get("footer") or None,
+            customer_tax_exempt=self.customer_tax_exempt.get(customer_id, "none"),
         )
         self.invoices[invoice.id] = invoice
         if behavior == "include":
@@ -1173,13 +1484,34 @@ class _Emulator:
             raise error
         return payload
 
-    async def attach_item(self, ctx: _Ctx, invoice: _Invoice, item: Json) -> None:
+    async def attach_item(
+        self,
+        ctx: _Ctx,
+        invoice: _Invoice,
+        item: Json,
+        *,
+        tax_rates: list[str] | None = None,
+        quantity: int = 1,
+        unit_amount_decimal: Decimal | None = None,
+    ) -> None:
         """Mark a localstripe invoice item as taken (so it is no longer pending) and add
-        the line to our invoice."""
+        the line to our invoice, taxed by its own rates or else the invoice's defaults."""
         await self.backend_json(
             ctx, "POST", f"/v1/invoiceitems/{item['id']}", params={"invoice": invoice.id}
         )
         self.item_to_invoice[item["id"]] = invoice.id
+        if tax_rates is None:
+            tax_rates = self.pending_item_rates.pop(item["id"], None)
+        rates = tax_rates or invoice.default_tax_rates
+        amount = int(item["amount"])
+        unit = unit_amount_decimal if unit_amount_decimal is not None else Decimal(amount)
+        item["tax_rates"] = [self.tax_rates[r] for r in tax_rates or []]
+        item["quantity"] = quantity
+        item["pricing"] = {
+            "price_details": None,
+            "type": "price_details",
+            "unit_amount_decimal": str(unit),
+        }
         invoice.lines.append(
             {
                 "id": _new_id("il_"),
@@ -1208,17 +1540,19 @@ class _Emulator:
                 "pricing": {
                     "price_details": None,
                     "type": "price_details",
-                    "unit_amount_decimal": str(item["amount"]),
+                    "unit_amount_decimal": str(unit),
                 },
-                "quantity": 1,
-                "taxes": [],
+                "quantity": quantity,
+                "subtotal": amount,
+                "taxes": self.line_taxes(amount, rates),
             }
         )
 
     async def create_invoice_item(self, ctx: _Ctx) -> _Reply | None:
         params = ctx.params
         invoice_id = params.get("invoice")
-        if not invoice_id and "period" not in params:
+        ours = {"period", "tax_rates", "quantity", "unit_amount_decimal"}
+        if not invoice_id and not ours & set(params):
             return None  # a plain pending item: localstripe handles it as is
         _check_params(
             params,
@@ -1231,8 +1565,35 @@ class _Emulator:
                 "period",
                 "invoice",
                 "expand",
+                "tax_rates",
+                "quantity",
+                "unit_amount_decimal",
             },
         )
+        tax_rates = self.usable_rates(params.get("tax_rates"), "tax_rates")
+        quantity = _as_int(params.get("quantity"), "quantity")
+        if quantity is not None and quantity < 0:
+            raise StripeApiError(400, "quantity must be 0 or more.", param="quantity")
+        unit: Decimal | None = None
+        if "unit_amount_decimal" in params:
+            if "amount" in params:
+                raise StripeApiError(
+                    400,
+                    "You may only specify one of these parameters: amount, unit_amount_decimal.",
+                    param="unit_amount_decimal",
+                )
+            unit = _as_decimal(params["unit_amount_decimal"], "unit_amount_decimal", 12)
+            if unit < 0:
+                raise StripeApiError(
+                    400, "unit_amount_decimal must be 0 or more.", param="unit_amount_decimal"
+                )
+        elif "amount" in params and quantity not in (None, 1):
+            raise StripeApiError(
+                400,
+                "When amount is given, quantity must be 1 (use unit_amount_decimal for a "
+                "price per unit).",
+                param="quantity",
+            )
         invoice = None
         if invoice_id:
             invoice = self.emulated(str(invoice_id))
@@ -1252,6 +1613,8 @@ class _Emulator:
             for k, v in params.items()
             if k in ("customer", "amount", "currency", "description", "metadata")
         }
+        if unit is not None:  # localstripe knows amounts only: Stripe's product, in cents
+            forwarded["amount"] = _cents(unit * (quantity if quantity is not None else 1))
         if invoice is not None:
             forwarded.setdefault("customer", invoice.customer)
             forwarded.setdefault("currency", invoice.currency)
@@ -1267,10 +1630,21 @@ class _Emulator:
             forwarded["period_start"] = period.get("start")
             forwarded["period_end"] = period.get("end")
         if invoice is None:
-            return await self.backend_call(ctx, "POST", "/v1/invoiceitems", params=forwarded)
+            reply = await self.backend_call(ctx, "POST", "/v1/invoiceitems", params=forwarded)
+            pending = reply.json()
+            if reply.status == 200 and pending is not None and tax_rates:
+                self.pending_item_rates[str(pending["id"])] = tax_rates
+            return reply
         async with invoice.lock:
             item = await self.backend_json(ctx, "POST", "/v1/invoiceitems", params=forwarded)
-            await self.attach_item(ctx, invoice, item)
+            await self.attach_item(
+                ctx,
+                invoice,
+                item,
+                tax_rates=tax_rates,
+                quantity=quantity if quantity is not None else 1,
+                unit_amount_decimal=unit,
+            )
             item["invoice"] = invoice.id
         return _json_reply(200, item)
 
@@ -1615,6 +1989,8 @@ class _Emulator:
                     400, f"This property cannot be expanded ({path}).", param="expand"
                 )
         total = invoice.total
+        subtotal = invoice.subtotal
+        all_tax = invoice.tax("exclusive") + invoice.tax("inclusive")
         paid = invoice.state == "paid"
         finalized = invoice.finalized_at is not None
         hosted = f"{self.public_base}/_fake/invoices/{invoice.id}" if finalized else None
@@ -1652,17 +2028,17 @@ class _Emulator:
             "customer_name": invoice.customer_name,
             "customer_phone": None,
             "customer_shipping": None,
-            "customer_tax_exempt": "none",
+            "customer_tax_exempt": invoice.customer_tax_exempt,
             "customer_tax_ids": [],
             "default_payment_method": invoice.default_payment_method,
             "default_source": None,
-            "default_tax_rates": [],
+            "default_tax_rates": [dict(self.tax_rates[r]) for r in invoice.default_tax_rates],
             "description": invoice.description,
             "discounts": [],
             "due_date": invoice.due_date,
             "effective_at": invoice.finalized_at,
             "ending_balance": 0 if finalized else None,
-            "footer": None,
+            "footer": invoice.footer,
             "from_invoice": None,
             "hosted_invoice_url": hosted,
             "invoice_pdf": f"{hosted}?format=pdf" if hosted else None,
@@ -1704,14 +2080,14 @@ class _Emulator:
                 "paid_at": invoice.paid_at,
                 "voided_at": invoice.voided_at,
             },
-            "subtotal": total,
-            "subtotal_excluding_tax": total,
+            "subtotal": subtotal,
+            "subtotal_excluding_tax": subtotal - invoice.tax("inclusive"),
             "test_clock": None,
             "total": total,
             "total_discount_amounts": [],
-            "total_excluding_tax": total,
+            "total_excluding_tax": total - all_tax,
             "total_pretax_credit_amounts": [],
-            "total_taxes": [],
+            "total_taxes": invoice.total_taxes(),
             "webhooks_delivered_at": invoice.created,
         }
         if "customer" in expand:
@@ -1766,12 +2142,18 @@ class _Emulator:
             f"{invoice.currency.upper()}</td></tr>"
             for line in invoice.lines
         )
+        taxes = "".join(
+            f"<p>{html.escape(self.tax_rates[t['tax_rate_details']['tax_rate']]['display_name'])} "
+            f"{self.tax_percentages[t['tax_rate_details']['tax_rate']].normalize()} % "
+            f"({t['tax_behavior']}): {int(t['amount']) / 100:.2f} {invoice.currency.upper()}</p>"
+            for t in invoice.total_taxes()
+        )
         body = (
             "<!doctype html><meta charset='utf-8'><title>Invoice "
             f"{html.escape(invoice.number or invoice.id)}</title>"
             f"<h1>Invoice {html.escape(invoice.number or invoice.id)}</h1>"
             f"<p>Status: <strong>{invoice.state}</strong></p><table>{rows}</table>"
-            f"<p>Total: {invoice.total / 100:.2f} {invoice.currency.upper()}</p>"
+            f"{taxes}<p>Total: {invoice.total / 100:.2f} {invoice.currency.upper()}</p>"
             "<p><small>Served by devstack.fake_stripe, not by Stripe.</small></p>"
         )
         return _Reply(200, body.encode(), "text/html; charset=utf-8")

@@ -11,8 +11,10 @@ environment:
 5. the HTTP API,
 
 waiting for each to answer before starting the next, then seeds demo accounts through
-the HTTP API and prints the URLs, the dev tokens and a curl example. Child output is
-prefixed with the component's name.
+the HTTP API (``demo-new`` in the first-time state the help article starts from) and
+prints the URLs, the logins, the dev tokens and a curl example. Child output is
+prefixed with the component's name; the Python children log readable text lines
+(``OVERTIME_LOG_FORMAT=text``, unless set otherwise).
 
 Ctrl-C, SIGTERM or SIGHUP stops everything in reverse order (SIGTERM, wait, SIGKILL after a
 timeout; a second Ctrl-C kills at once) and exits 0. If a child dies on its own, the
@@ -69,7 +71,11 @@ DEMO_ACCOUNTS: tuple[tuple[str, str, dict[str, int] | None], ...] = (
     ("demo-free", "free", None),
     ("demo-starter", "starter", {"limit_cents": 2000}),
     ("demo-business", "business", {"limit_minutes": 120}),
+    # A paid customer in the first-time state: no payment method, extra minutes off, so
+    # the help article's path can be walked from its first step.
+    ("demo-new", "starter", None),
 )
+FIRST_STEPS_ACCOUNT = "demo-new"
 
 _COLORS = ("36", "33", "35", "32", "34", "31")
 
@@ -241,6 +247,8 @@ class Plan:
         # choice, and OVERTIME_ENV, are kept as they are.
         env.setdefault("OVERTIME_CODEC_ALLOW_LOOPBACK", "true")
         env.setdefault("OVERTIME_ENV", "development")
+        # Readable lines at a terminal; JSON stays the default everywhere else.
+        env.setdefault("OVERTIME_LOG_FORMAT", "text")
         if self.stripe_port is not None:
             env["OVERTIME_STRIPE_PORT"] = str(self.stripe_port)
             env["OVERTIME_STRIPE_API_BASE"] = f"http://127.0.0.1:{self.stripe_port}"
@@ -619,6 +627,8 @@ Overtime dev stack is up            data: {p.data_dir}
   Telephony token  {s.telephony_token}
   Demo accounts    {demos}
   Web app          {api}/login   demo-starter@example.com / {DEMO_PASSWORD}
+  First steps      {api}/login   {FIRST_STEPS_ACCOUNT}@example.com / {DEMO_PASSWORD}
+                   (no payment method, extra minutes off: the help article from step 1)
   Admin console    {api}/login   {web.admin_email} / {web.admin_password}
 
 Try:

@@ -1,7 +1,13 @@
 """Customer emails: Jinja2 templates (German and English, plain text and HTML) and SMTP.
 
 A template ``templates/email/<kind>.<locale>.j2`` defines three blocks: ``subject``,
-``text`` and ``html``; the HTML block is wrapped in ``_layout.html.j2``.
+``text`` and ``html``; the HTML block is wrapped in ``_layout.html.j2``, which adds the
+legal footer (Impressum) from the settings. HTML blocks draw their call to action with
+the global ``button(url, label)``; the text block writes "label: url" instead.
+
+No email shows an internal account id: customers know their account by its email
+address, and every link goes to an account-less entry point (``/app/extra-minutes``,
+``/app/invoices``, ...) that redirects the signed-in customer to their own page.
 """
 
 from __future__ import annotations
@@ -11,15 +17,32 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
+
+if TYPE_CHECKING:
+    from overtime.settings import Settings
 
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "email"
 SUPPORTED_LOCALES = ("de", "en")
+
+# Inline styles only: mail clients drop <style> blocks and external CSS.
+_BUTTON = (
+    '<p style="margin: 24px 0;"><a href="{url}" style="display: inline-block; '
+    "background: #1f5fbf; color: #ffffff; text-decoration: none; font-weight: bold; "
+    'padding: 12px 20px; border-radius: 6px;">{label}</a></p>'
+)
+
+
+def button(url: str, label: str) -> Markup:
+    """The call to action of an HTML email: one link styled as a button."""
+    return Markup(_BUTTON.format(url=escape(url), label=escape(label)))
+
 
 # One template file holds the plain-text and the HTML version, and Jinja decides
 # autoescaping per template when it compiles it: so each file is compiled twice. The
@@ -32,6 +55,7 @@ _html_env = Environment(
     undefined=StrictUndefined,
     keep_trailing_newline=False,
 )
+_html_env.globals["button"] = button
 _text_env = Environment(
     loader=FileSystemLoader(TEMPLATE_DIR),
     autoescape=False,
@@ -72,6 +96,81 @@ def format_minutes(seconds: int, locale: str) -> str:
     )
 
 
+def format_whole_minutes(seconds: int) -> str:
+    """Seconds as whole minutes, rounded down: "19" is never shown before 19 are used."""
+    return str(seconds // 60)
+
+
+def usage_of_limit(
+    *,
+    extra_seconds: int,
+    extra_cost_cents: int,
+    limit_cents: int | None,
+    limit_minutes: int | None,
+    locale: str,
+) -> str:
+    """The extra usage against the limit in the unit the customer chose.
+
+    ``7,41 € von 7,80 €`` / ``€7.41 of €7.80`` for a EUR limit; ``19 von 20 Min.
+    (7,41 € von 7,80 €)`` / ``19 of 20 min (€7.41 of €7.80)`` for a minutes limit
+    (``limit_minutes`` set; ``limit_cents`` is then its EUR equivalent); "" without one.
+    """
+    de = normalise_locale(locale) == "de"
+    of = "von" if de else "of"
+    money = (
+        f"{format_money(extra_cost_cents, locale)} {of} {format_money(limit_cents, locale)}"
+        if limit_cents is not None
+        else ""
+    )
+    if limit_minutes is None:
+        return money
+    used = format_whole_minutes(extra_seconds)
+    minutes = f"{used} von {limit_minutes} Min." if de else f"{used} of {limit_minutes} min"
+    # The minutes first (the customer's unit), what they cost beside them.
+    return f"{minutes} ({money})" if money else minutes
+
+
+def format_limit(limit_cents: int | None, limit_minutes: int | None, locale: str) -> str:
+    """The limit alone in the customer's unit: ``20 Min.`` / ``20 min`` or ``7,80 €``."""
+    if limit_minutes is not None:
+        return (
+            f"{limit_minutes} Min."
+            if normalise_locale(locale) == "de"
+            else (f"{limit_minutes} min")
+        )
+    return format_money(limit_cents, locale) if limit_cents is not None else "–"
+
+
+def format_when(moment: datetime, timezone: str, locale: str) -> str:
+    fmt = "%d.%m.%Y %H:%M" if normalise_locale(locale) == "de" else "%Y-%m-%d %H:%M"
+    return moment.astimezone(ZoneInfo(timezone)).strftime(fmt)
+
+
+def sender(settings: Settings) -> str:
+    """``Safina <billing@…>``: the product's name (or mail_sender_name) before the
+    address of ``mail_from``."""
+    address = parseaddr(settings.mail_from)[1] or settings.mail_from
+    return formataddr((settings.mail_sender_name or settings.product_name, address))
+
+
+def base_context(settings: Settings) -> dict[str, object]:
+    """What every email shows whoever sends it: the product's name and the legal footer."""
+    return {
+        "product_name": settings.product_name,
+        "legal": {
+            "company": settings.legal_company,
+            "address": settings.legal_address,
+            "register": settings.legal_register,
+            "vat_id": settings.legal_vat_id,
+        },
+    }
+
+
+def app_url(settings: Settings, page: str) -> str:
+    """An account-less link into the web app (``/app/<page>``), redirected on sign-in."""
+    return f"{settings.public_url.rstrip('/')}/app/{page}"
+
+
 def format_period(start: datetime, end: datetime, timezone: str, locale: str) -> str:
     zone = ZoneInfo(timezone)
     fmt = "%d.%m.%Y %H:%M" if normalise_locale(locale) == "de" else "%Y-%m-%d %H:%M"
@@ -82,15 +181,31 @@ def render(kind: str, locale: str, context: dict[str, object]) -> RenderedEmail:
     locale = normalise_locale(locale)
     name = f"{kind}.{locale}.j2"
     plain, escaped = _text_env.get_template(name), _html_env.get_template(name)
-    values = {**context, "locale": locale}
+    # Callers that predate the legal footer (or do not carry the settings) get it from
+    # the process's settings: every email has it.
+    values = {**_default_context(), **context, "locale": locale}
     subject = "".join(plain.blocks["subject"](plain.new_context(values))).strip()
     # A header is one line: a value with a line break must not start a second header.
     subject = " ".join(subject.split())
-    text = "".join(plain.blocks["text"](plain.new_context(values))).strip() + "\n"
+    text = "".join(plain.blocks["text"](plain.new_context(values))).strip()
+    text = f"{text}\n\n-- \n{_text_footer(values, locale)}\n"
     body = Markup("".join(escaped.blocks["html"](escaped.new_context(values))).strip())
     # The subject is plain text here; the layout escapes it for the HTML part.
     html = _html_env.get_template("_layout.html.j2").render(**values, subject=subject, body=body)
     return RenderedEmail(subject=subject, text=text, html=html)
+
+
+def _text_footer(values: dict[str, object], locale: str) -> str:
+    legal = values["legal"]
+    assert isinstance(legal, dict)
+    vat = "USt-IdNr." if locale == "de" else "VAT ID"
+    return f"{legal['company']} · {legal['address']}\n{legal['register']} · {vat} {legal['vat_id']}"
+
+
+def _default_context() -> dict[str, object]:
+    from overtime.settings import get_settings  # the mailer stays importable without env
+
+    return base_context(get_settings())
 
 
 def send(

@@ -96,6 +96,20 @@ class Account(SQLModel, table=True):
     payment_method_brand: str | None = Field(default=None, max_length=32)
     payment_method_last4: str | None = Field(default=None, max_length=4)
     payment_method_bank: str | None = Field(default=None, max_length=32)
+    # Warning thresholds in percent of the limit, comma-separated ("50,75,90"): a mirror of
+    # the workflow's, written by the settings activity like the limit above.
+    alert_percents: str = Field(
+        default="90", max_length=64, sa_column_kwargs={"server_default": "90"}
+    )
+    # Extra addresses every notice also goes to (comma-separated), besides ``email``. Only
+    # the database has them: the notification activity reads them when it sends.
+    alert_recipients: str = Field(
+        default="", sa_column=Column(Text(), nullable=False, server_default="")
+    )
+    # An EU business customer's VAT id ("ATU12345678"), migration 0010: with one from
+    # another EU state than ours, invoices are reverse charge (no German VAT, the note
+    # "Steuerschuldnerschaft des Leistungsempfängers"); see overtime/invoice_text.py.
+    vat_id: str | None = Field(default=None, max_length=32)
 
 
 class SettingsChange(SQLModel, table=True):
@@ -113,6 +127,14 @@ class SettingsChange(SQLModel, table=True):
     new_enabled: bool
     new_limit_cents: int | None = None
     new_limit_minutes: int | None = None
+    # What changed: "extra_minutes" (the columns above), "plan", "alerts" or
+    # "payment_method", whose old → new is in ``detail`` ("starter → business").
+    kind: str = Field(
+        default="extra_minutes", max_length=32, sa_column_kwargs={"server_default": "extra_minutes"}
+    )
+    detail: str | None = Field(default=None, sa_column=Column(Text(), nullable=True))
+    # Why an admin made the change (asked for by the admin console), for the audit trail.
+    reason: str | None = Field(default=None, sa_column=Column(Text(), nullable=True))
 
 
 class UsageEntry(SQLModel, table=True):
@@ -154,9 +176,16 @@ class Notification(SQLModel, table=True):
     subject: str = Field(max_length=256)
     period_start: datetime = Field(sa_column=utc_column())
     sent_at: datetime = Field(sa_column=utc_column())  # when sent, or when given up
-    # sent | failed (it can never be delivered: refused for good, or too old to retry).
+    # sent | failed (it can never be delivered: refused for good, or too old to retry) |
+    # partial (some recipients have it, a retry is sending to the rest).
     status: str = Field(default="sent", max_length=16, sa_column_kwargs={"server_default": "sent"})
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # What the customer got (the plain-text part), so the notices page can show it; None
+    # for notices sent before it was kept (migration 0012).
+    body: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Every address that has it, comma-separated (``to`` is the account's own): a retry
+    # after a partial failure sends only to the addresses not listed here.
+    recipients: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class WebhookDelivery(SQLModel, table=True):
@@ -221,6 +250,24 @@ class Invoice(SQLModel, table=True):
     attempts: int = 0
     created_at: datetime = Field(sa_column=utc_column())
     updated_at: datetime = Field(sa_column=utc_column())
+    # Tax (migration 0010), as Stripe computed it: ``amount_cents`` stays the billing
+    # rules' extra cost at catalog prices (net or gross, see [tax] in plans.toml);
+    # ``net_cents`` + ``tax_cents`` is what the customer is charged (``total_cents``).
+    # Rows from before 0010: net = amount, tax = 0.
+    net_cents: int = Field(
+        default=0, sa_column=Column(BigInteger(), nullable=False, server_default="0")
+    )
+    tax_cents: int = Field(
+        default=0, sa_column=Column(BigInteger(), nullable=False, server_default="0")
+    )
+    # When the next automatic payment attempt is due after a failed one (dunning);
+    # None when none is planned (paid, not failed, or after the last attempt).
+    next_attempt_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+    @property
+    def total_cents(self) -> int:
+        """What the customer pays: net plus VAT (for a gross catalog, ``amount_cents``)."""
+        return self.net_cents + self.tax_cents
 
 
 class StripeEvent(SQLModel, table=True):
@@ -340,3 +387,44 @@ class WorkerHeartbeat(SQLModel, table=True):
     # the row simply ages. Kept (not deleted) so the table stays non-empty: an empty one
     # means workers older than the heartbeat, judged by their polls alone.
     stopped_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class AdminAction(SQLModel, table=True):
+    """An operator's action on an account that is not a settings change (resending a
+    notice, retrying a payment, ending web sessions, setting a password), with the reason
+    the console asked for: the audit trail beside ``settings_change.reason``."""
+
+    __tablename__ = "admin_action"
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(index=True, max_length=128)
+    actor: str = Field(max_length=255)  # "admin:<email>"
+    # resend_notice | retry_payment | end_sessions | set_password | change_limit
+    action: str = Field(max_length=32)
+    target: str | None = Field(default=None, max_length=128)  # "notice 12", "invoice 3"
+    reason: str = Field(sa_column=Column(Text(), nullable=False))
+    outcome: str = Field(default="", sa_column=Column(Text(), nullable=False, server_default=""))
+    created_at: datetime = Field(sa_column=utc_column(index=True))
+
+
+class CustomerToken(SQLModel, table=True):
+    """The mobile app's bearer tokens (starter/customer_tokens.py), stored as an HMAC only.
+
+    One sign-in with the password starts a *family*: its access tokens (minutes) and its
+    rotating refresh tokens (days). A used refresh token keeps its row (``used_at``) until
+    it expires, so presenting it again is recognised as theft and ends the whole family.
+    ``login_epoch`` is the login's ``session_epoch`` at sign-in: a new password ends every
+    family at once, as it ends the web sessions.
+    """
+
+    __tablename__ = "customer_token"
+    token_hash: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=16)  # "access" | "refresh"
+    family_id: str = Field(index=True, max_length=32)
+    account_id: str = Field(index=True, max_length=128)
+    login_epoch: int
+    created_at: datetime = Field(sa_column=utc_column())
+    expires_at: datetime = Field(sa_column=utc_column(index=True))
+    # The family's absolute end: rotation never carries a sign-in past it.
+    family_expires_at: datetime = Field(sa_column=utc_column())
+    used_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))

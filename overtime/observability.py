@@ -8,8 +8,10 @@ it), the API at its own ``GET /metrics``.
 Inside activities the meter is ``activity.metric_meter()``, so the figures belong to the
 worker that did the work.
 
-Logs are JSON lines (``OVERTIME_LOG_FORMAT=json``, the default) carrying ``account_id``,
-``call_id`` and Temporal's workflow and activity ids wherever they are known.
+Logs are JSON lines (``OVERTIME_LOG_FORMAT=json``, the default, for production's log
+collectors) carrying ``account_id``, ``call_id`` and Temporal's workflow and activity ids
+wherever they are known; ``OVERTIME_LOG_FORMAT=text`` (``make run`` sets it) prints one
+readable line per record for a person at a terminal.
 """
 
 from __future__ import annotations
@@ -71,6 +73,27 @@ def count_in_activity(name: str, value: int = 1, **attributes: str) -> None:
         count(activity.metric_meter(), name, value, **attributes)
 
 
+# The attributes every LogRecord has; anything else was passed as ``extra=``.
+_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value …``: the JSON lines' extra fields
+    (``account_id``, ``event``, …) stay visible in text mode too."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)  # before a traceback, which format() appends
+        extras = " ".join(
+            f"{key}={value}"
+            for key, value in vars(record).items()
+            if key not in _RECORD_FIELDS and not key.startswith("_")
+        )
+        return f"{text} {extras}" if extras else text
+
+
 def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -81,7 +104,7 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
             )
         )
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

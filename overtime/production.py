@@ -434,6 +434,17 @@ def production_warnings(settings: Settings, web: WebSettings) -> list[Problem]:
         warnings.append(
             Problem("OVERTIME_DATABASE_URL", "is unset: a SQLite file, for one host only")
         )
+    placeholders = [
+        f"OVERTIME_{name.upper()}"
+        for name in ("legal_company", "legal_address", "legal_register", "legal_vat_id")
+        if getattr(settings, name).strip() in ("", Settings.model_fields[name].default)
+    ]
+    # Every email carries the Impressum: the development placeholders must not reach
+    # customers (not refused, so that a first start can be checked before it is set).
+    warnings.extend(
+        Problem(name, "is empty or the development placeholder of the emails' legal footer")
+        for name in placeholders
+    )
     if not settings.trusted_proxies:
         warnings.append(
             Problem(

@@ -139,7 +139,10 @@ class Settings(BaseSettings):
     # The codec server decodes for a browser on this machine without a token: a
     # development switch (`make run` sets it), refused in production.
     codec_allow_loopback: bool = False
-    codec_cors_origins: list[str] = ["http://127.0.0.1:8233", "http://localhost:8233"]
+    # Origins (the Temporal Web UI's) that may call /codec from a browser. Empty: the UI on
+    # this machine at OVERTIME_TEMPORAL_UI_PORT (127.0.0.1 and localhost), so a moved UI
+    # port still decodes payloads (effective_codec_cors_origins).
+    codec_cors_origins: list[str] = []
 
     # --- auth ----------------------------------------------------------------------
     admin_token: str = "dev-admin-token"
@@ -175,10 +178,27 @@ class Settings(BaseSettings):
     product_name: str = "Safina"
     public_url: str = "http://127.0.0.1:8000"
 
+    # --- customer API for the mobile app (starter/customer_api.py) ---------------------
+    # A bearer access token lives this long; the app refreshes it with its refresh token.
+    customer_access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    # A refresh token lives this long, renewed with every rotation (each is single use).
+    customer_refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=60)
+    # However often it rotates, a sign-in ends this long after the password was given.
+    customer_token_max_age_seconds: int = Field(default=90 * 86_400, ge=60)
+
     # --- notifications -------------------------------------------------------------
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
     mail_from: str = "Overtime <billing@overtime.local>"
+    # The name customers see as the sender ("Safina <billing@…>"): the address of
+    # mail_from with this name in front. Empty: the product_name.
+    mail_sender_name: str = ""
+    # The legal footer of every email (Impressum, § 5 DDG): who sends it. The defaults are
+    # placeholders for development; production sets its own.
+    legal_company: str = "Safina GmbH (Entwicklung)"
+    legal_address: str = "Musterstraße 1, 10115 Berlin"
+    legal_register: str = "Amtsgericht Berlin-Charlottenburg, HRB 000000"
+    legal_vat_id: str = "DE000000000"
     telephony_webhook_url: str | None = None
     webhook_secret: str = "dev-webhook-secret"
     # A notice or service event still undelivered this long after it was raised is
@@ -214,9 +234,10 @@ class Settings(BaseSettings):
     # throttled to this many requests per second across all workers.
     stripe_requests_per_second: float = Field(default=20.0, gt=0)
     # Stripe calls one invoicing activity makes at most, to turn the request limit into
-    # Temporal's activities-per-second limit: create_invoice makes 6 (search, create, item,
-    # retrieve, retrieve, finalize; measured in bench/bench_month_end.py).
-    stripe_calls_per_activity: int = Field(default=6, ge=1)
+    # Temporal's activities-per-second limit: create_invoice makes 7 (customer, search,
+    # create, item, retrieve, retrieve, finalize; measured in bench/bench_month_end.py
+    # before the customer read; +1 per extra line or a first tax-rate look-up).
+    stripe_calls_per_activity: int = Field(default=7, ge=1)
     dunning_schedule_seconds: list[int] = [3 * 86_400, 5 * 86_400, 7 * 86_400]
     reconcile_interval_seconds: int = Field(default=6 * 3600, gt=0)
 
@@ -280,6 +301,12 @@ class Settings(BaseSettings):
             return self.allowed_hosts
         public = urlsplit(self.public_url).hostname or "127.0.0.1"
         return sorted({public, "127.0.0.1", "localhost", "::1"})
+
+    def effective_codec_cors_origins(self) -> list[str]:
+        if self.codec_cors_origins:
+            return self.codec_cors_origins
+        port = self.temporal_ui_port
+        return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
 
     @property
     def stripe_task_queue(self) -> str:

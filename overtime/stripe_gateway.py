@@ -17,9 +17,21 @@ Exactly-once invoicing rests on three layers, because each alone has a hole:
    not charged again).
 
 The invoice is created first (draft, ``pending_invoice_items_behavior=exclude``,
-``auto_advance=false``) and the line is then added *to that invoice*, so a crash between
+``auto_advance=false``) and its lines are then added *to that invoice*, so a crash between
 the two never leaves a pending item that some other invoice would sweep up, and Stripe
 never finalizes or charges on its own schedule: the workflow decides when.
+
+Lines and VAT. Each line (one per extra-minute price; a plan change mid-period gives two)
+is an invoice item with ``amount`` = the billing rules' ``cost_cents`` and a description
+that states minutes, seconds and the price per minute. Not ``quantity`` = seconds ×
+``unit_amount_decimal`` = price / 60: a per-second price such as 29/60 ct has no exact
+12-decimal form, so Stripe's product can land on the other side of a half cent
+(30 s × 0.483333333333 = 14.49999… ct → 14, where the rules bill 15 ct), and an invoice
+that does not equal the ledger is refused (:class:`InvoiceMismatchError`). The VAT is a
+Stripe Tax Rate on every item (``inclusive`` for a gross catalog, exclusive for a net
+one), found again by our metadata key among the active tax rates (Stripe has no tax-rate
+search; its list is consistent at once) before one is created, with an idempotency key.
+Stripe computes the tax per line; what it computed is what we store and report.
 
 Errors: a card decline is a result (``status="payment_failed"``), not an exception.
 Everything else raises the SDK's ``stripe.StripeError`` subclasses (or our
@@ -33,8 +45,11 @@ Calls are synchronous (the SDK's requests transport): call from sync activities 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import stripe
@@ -62,6 +77,17 @@ class InvoiceMismatchError(StripeGatewayError):
 
 
 @dataclass(frozen=True)
+class PeriodLine:
+    """One invoice line: extra seconds at one price, and the text the customer reads."""
+
+    seconds: int
+    unit_price_cents: int
+    amount_cents: int  # billing.rules.cost_cents(seconds, unit_price_cents)
+    description: str
+    plan: str = ""
+
+
+@dataclass(frozen=True)
 class PaymentMethodInfo:
     """What the web app shows and billing needs of a saved payment method."""
 
@@ -78,10 +104,15 @@ class InvoiceResult:
 
     invoice_id: str
     status: InvoiceStatus
+    # The lines' sum (Stripe's ``subtotal``): the billing rules' amount at catalog prices,
+    # net for a net catalog, VAT included for a gross one.
     amount_cents: int
     currency: str
     hosted_invoice_url: str | None
     failure_code: str | None  # "card_declined", "authentication_required", ...
+    tax_cents: int = 0  # the VAT Stripe computed (sum of ``total_taxes``)
+    total_cents: int = 0  # what is charged (``amount_due``): subtotal + exclusive VAT
+    net_cents: int = 0  # ``total_excluding_tax``
 
 
 class StripeGateway:
@@ -98,6 +129,7 @@ class StripeGateway:
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         self._api_base = api_base.rstrip("/") if api_base else None
+        self._tax_rates: dict[str, str] = {}  # metadata key → id; rates are never edited
         self._publishable_key = publishable_key
         self._currency = currency.lower()
         self._client = stripe.StripeClient(
@@ -146,6 +178,89 @@ class StripeGateway:
             options={"idempotency_key": f"customer:{account_id}"},
         )
         return created.id
+
+    def sync_customer(self, customer_id: str, *, locale: str, vat_id: str | None) -> None:
+        """Bring the customer's invoice settings in line with the account, in one read and
+        at most one write (plus the VAT id, once):
+
+        * ``preferred_locales`` = ``[locale]`` (a Stripe locale such as "de-DE"): Stripe
+          writes the invoice PDF, receipts and hosted page in it;
+        * ``vat_id`` (an EU VAT id for reverse charge, or None): recorded as an ``eu_vat``
+          tax id (added, never removed: old invoices keep naming theirs) and
+          ``tax_exempt="reverse"`` (Stripe prints "Reverse charge"), else ``"none"``.
+
+        Not parameters of the create in ``ensure_customer``: that create's idempotency key
+        must replay for every caller (the payment page creates customers without knowing a
+        locale), so its parameters never vary.
+        """
+        if vat_id:
+            known = self._client.v1.customers.tax_ids.list(customer_id, params={"limit": 100})
+            if not any(tax_id.value == vat_id for tax_id in known.data):
+                self._client.v1.customers.tax_ids.create(
+                    customer_id, params={"type": "eu_vat", "value": vat_id}
+                )
+        customer = self._client.v1.customers.retrieve(customer_id)
+        update: dict[str, Any] = {}
+        if list(getattr(customer, "preferred_locales", None) or []) != [locale]:
+            update["preferred_locales"] = [locale]
+        exempt = "reverse" if vat_id else "none"
+        if (getattr(customer, "tax_exempt", None) or "none") != exempt:
+            update["tax_exempt"] = exempt
+        if update:
+            self._client.v1.customers.update(customer_id, params=update)
+
+    # --- VAT ------------------------------------------------------------------------------
+
+    def ensure_tax_rate(
+        self,
+        *,
+        percentage: Decimal,
+        inclusive: bool,
+        display_name: str,
+        country: str,
+        jurisdiction: str | None = None,
+    ) -> str:
+        """The id of the active Stripe Tax Rate with these terms, created on first use.
+
+        Found by ``metadata['overtime_tax']`` among the active rates of that kind (a
+        list, which Stripe keeps consistent at once, unlike search); created with an
+        idempotency key from the same terms, so concurrent first calls converge. A
+        rate's percentage and inclusiveness cannot change in Stripe: other terms make
+        another rate, the old one stays on the invoices that used it.
+        """
+        number = format(percentage.normalize(), "f")
+        key = (
+            f"{country}:{number}:{'inclusive' if inclusive else 'exclusive'}:"
+            f"{display_name}:{jurisdiction or ''}"
+        )
+        cached = self._tax_rates.get(key)
+        if cached is not None:
+            return cached
+        found = []
+        for rate in self._client.v1.tax_rates.list(
+            params={"active": True, "inclusive": inclusive, "limit": 100}
+        ).auto_paging_iter():
+            metadata = rate.metadata.to_dict() if rate.metadata is not None else {}
+            if metadata.get("overtime_tax") == key and Decimal(str(rate.percentage)) == percentage:
+                found.append(rate)
+        if found:
+            rate_id = sorted(found, key=lambda r: (r.created, r.id))[0].id
+        else:
+            params: dict[str, Any] = {
+                "display_name": display_name,
+                "percentage": number,
+                "inclusive": inclusive,
+                "country": country,
+                "tax_type": "vat",
+                "metadata": {"overtime_tax": key},
+            }
+            if jurisdiction:
+                params["jurisdiction"] = jurisdiction
+            rate_id = self._client.v1.tax_rates.create(
+                params=params, options={"idempotency_key": f"tax_rate:{key}"}
+            ).id
+        self._tax_rates[key] = rate_id
+        return rate_id
 
     # --- payment methods ----------------------------------------------------------------
 
@@ -231,20 +346,33 @@ class StripeGateway:
         description: str,
         period_start: datetime | None = None,
         period_end: datetime | None = None,
+        lines: Sequence[PeriodLine] = (),
+        tax_rate_id: str | None = None,
+        footer: str | None = None,
     ) -> InvoiceResult:
-        """The draft invoice with one line for the period's extra minutes; idempotent.
+        """The draft invoice with the period's extra-minute lines; idempotent.
 
-        ``amount_cents`` is the billing rules' rounded total and is what is charged;
-        ``extra_seconds`` and ``unit_price_cents`` are recorded in metadata for support
-        and reconciliation, ``description`` is the (localised) line text the customer
-        sees. Calling again returns the same invoice; an existing invoice with a
-        different amount or currency raises :class:`InvoiceMismatchError` rather than
-        charging something the billing rules did not compute.
+        ``amount_cents`` is the billing rules' rounded total: the lines' sum (Stripe's
+        subtotal), to which Stripe adds an exclusive ``tax_rate_id`` or in which it
+        shows an inclusive one. ``lines`` (one per price) must add up to it; without
+        them the invoice has one line, ``description``, of ``extra_seconds`` at
+        ``unit_price_cents``. Seconds and prices are recorded in each line's metadata for
+        support and reconciliation. Calling again returns the same invoice and adds only
+        missing lines; an existing invoice with a different amount or currency raises
+        :class:`InvoiceMismatchError` rather than charging something the billing rules
+        did not compute. ``footer`` (the reverse-charge note) is set when the invoice is
+        created.
         """
         if amount_cents <= 0:
             raise ValueError("a period invoice needs a positive amount")
         if extra_seconds < 0 or unit_price_cents < 0:
             raise ValueError("extra_seconds and unit_price_cents cannot be negative")
+        if not lines:
+            lines = [PeriodLine(extra_seconds, unit_price_cents, amount_cents, description)]
+        if sum(line.amount_cents for line in lines) != amount_cents or any(
+            min(line.seconds, line.unit_price_cents, line.amount_cents) < 0 for line in lines
+        ):
+            raise ValueError("invoice lines must be non-negative and add up to amount_cents")
         metadata = {"account_id": account_id, "period_key": period_key}
         invoice = self._find_period_invoice(account_id, period_key)
         if invoice is None:
@@ -256,30 +384,42 @@ class StripeGateway:
                     "auto_advance": False,
                     "pending_invoice_items_behavior": "exclude",
                     "metadata": metadata,
+                    **({"footer": footer} if footer else {}),
                 },
                 options={"idempotency_key": f"{account_id}:{period_key}:invoice"},
             )
-        if invoice.status == "draft" and not _has_period_line(invoice, account_id, period_key):
+        present = (
+            _period_lines(invoice, account_id, period_key) if invoice.status == "draft" else None
+        )
+        for index, line in enumerate(lines):
+            if present is None or index in present or line.amount_cents == 0:
+                continue  # not a draft any more, already added, or nothing to bill
             item_params: dict[str, Any] = {
                 "customer": customer_id,
                 "invoice": invoice.id,
-                "amount": amount_cents,
+                "amount": line.amount_cents,
                 "currency": self._currency,
-                "description": description,
+                "description": line.description,
                 "metadata": {
                     **metadata,
-                    "extra_seconds": str(extra_seconds),
-                    "unit_price_cents": str(unit_price_cents),
+                    "line": str(index),
+                    "extra_seconds": str(line.seconds),
+                    "unit_price_cents": str(line.unit_price_cents),
+                    **({"plan": line.plan} if line.plan else {}),
                 },
             }
+            if tax_rate_id is not None:
+                item_params["tax_rates"] = [tax_rate_id]
             if period_start is not None and period_end is not None:
                 item_params["period"] = {
                     "start": int(period_start.timestamp()),
                     "end": int(period_end.timestamp()),
                 }
+            # Line 0 keeps the key of the one-line invoices from before lines existed.
+            suffix = "" if index == 0 else f":{index}"
             self._client.v1.invoice_items.create(
                 params=item_params,
-                options={"idempotency_key": f"{account_id}:{period_key}:invoiceitem"},
+                options={"idempotency_key": f"{account_id}:{period_key}:invoiceitem{suffix}"},
             )
         result = self.retrieve_invoice(invoice.id)
         if result.amount_cents != amount_cents or result.currency != self._currency:
@@ -442,12 +582,16 @@ def _payment_method_info(method: stripe.PaymentMethod) -> PaymentMethodInfo:
     return PaymentMethodInfo(id=method.id, type=method.type, brand=None, last4=None, bank_code=None)
 
 
-def _has_period_line(invoice: stripe.Invoice, account_id: str, period_key: str) -> bool:
-    for line in invoice.lines.data:
+def _period_lines(invoice: stripe.Invoice, account_id: str, period_key: str) -> set[int]:
+    """Which of the period's lines the invoice has (by the ``line`` metadata; a line
+    from before multi-line invoices has none and is line 0)."""
+    present: set[int] = set()
+    for line in invoice.lines.auto_paging_iter() if invoice.lines.has_more else invoice.lines.data:
         metadata = line.metadata.to_dict() if line.metadata is not None else {}
         if metadata.get("account_id") == account_id and metadata.get("period_key") == period_key:
-            return True
-    return False
+            with contextlib.suppress(ValueError):
+                present.add(int(metadata.get("line", "0")))
+    return present
 
 
 def _latest_payment_intent(invoice: stripe.Invoice) -> stripe.PaymentIntent | None:
@@ -483,13 +627,21 @@ def _invoice_result(invoice: stripe.Invoice) -> InvoiceResult:
                 failure_code = "authentication_required"
     if invoice.id is None:
         raise StripeGatewayError("Stripe returned an invoice without an id")
+    taxes = invoice.total_taxes or []
     return InvoiceResult(
         invoice_id=invoice.id,
         status=status,
-        amount_cents=int(invoice.amount_due),
+        amount_cents=int(invoice.subtotal),
         currency=invoice.currency,
         hosted_invoice_url=invoice.hosted_invoice_url,
         failure_code=failure_code,
+        tax_cents=sum(int(tax.amount) for tax in taxes),
+        total_cents=int(invoice.amount_due),
+        net_cents=int(
+            invoice.total_excluding_tax
+            if invoice.total_excluding_tax is not None
+            else invoice.total - sum(int(tax.amount) for tax in taxes)
+        ),
     )
 
 

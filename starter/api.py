@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
@@ -31,7 +31,9 @@ from starter.admission import Admission, admitted
 from starter.auth import admin_only, telephony_only
 from starter.body_limit import BodySizeLimit
 from starter.codec_routes import router as codec_router
+from starter.customer_api import install_customer_api
 from starter.dispatcher import AccountDispatcher
+from starter.docs_routes import install_docs
 from starter.edge import install_edge
 from starter.errors import ApiError
 from starter.health import install_health
@@ -39,9 +41,10 @@ from starter.input_guard import InputGuard
 from starter.payment_routes import router as payment_router
 from starter.payments import PaymentService
 from starter.report_routes import router as report_router
-from starter.services import AccountService
+from starter.services import AccountService, clean_recipients
 from starter.web import install_web
 from starter.web.login import pending_code_mails
+from starter.web.pages import error_page, wants_web_page
 from workflows.types import AccountSnapshot
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -127,6 +130,9 @@ def create_app(
         version="1.0.0",
         description="Pay-as-you-go extra minutes with hard spending limits.",
         lifespan=lifespan,
+        # Served from our own assets instead (starter/docs_routes.py): /docs works offline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     # Telephony requests in flight, bounded per process and per account (starter/admission.py).
@@ -135,7 +141,9 @@ def create_app(
     app.include_router(payment_router)
     app.include_router(codec_router)
     app.include_router(report_router)
+    install_docs(app)  # /docs and /redoc without a CDN
     install_web(app)  # the web app (/app, /admin, /login), its session and static files
+    install_customer_api(app)  # the mobile app: /v1/auth/*, /v1/me/* (read-only)
     # Inside the size limit: NUL bytes, invalid UTF-8, duplicate JSON keys -> 422.
     app.add_middleware(InputGuard)
     app.add_middleware(
@@ -200,6 +208,45 @@ def create_app(
             actor="admin",
         )
         return _extra_minutes_out(snapshot)
+
+    @app.put(
+        "/v1/accounts/{account_id}/plan",
+        response_model=schemas.StateOut,
+        dependencies=[admin],
+        responses=ERROR_RESPONSES,
+    )
+    async def put_plan(account_id: str, body: schemas.PlanIn, service: Service) -> schemas.StateOut:
+        """Move the account to another plan at once (see README "Plan changes")."""
+        snapshot = await service.change_plan(
+            account_id, body.plan, actor="admin", change_id=body.change_id, reason=body.reason
+        )
+        start_input = await service.load(account_id)
+        return state_out(snapshot, ZoneInfo(start_input.profile.timezone))
+
+    @app.put(
+        "/v1/accounts/{account_id}/alerts",
+        response_model=schemas.AlertsOut,
+        dependencies=[admin],
+        responses=ERROR_RESPONSES,
+    )
+    async def put_alerts(
+        account_id: str, body: schemas.AlertsIn, service: Service
+    ) -> schemas.AlertsOut:
+        # Both checked before anything is stored: a refused address or threshold changes
+        # nothing. The recipients are the database's alone (read when a notice is sent).
+        wanted = clean_recipients(body.recipients) if body.recipients is not None else None
+        snapshot = await service.change_alerts(
+            account_id,
+            body.thresholds,
+            actor="admin",
+            change_id=body.change_id,
+            reason=body.reason,
+        )
+        if wanted is not None:
+            recipients = await service.set_alert_recipients(account_id, wanted)
+        else:
+            recipients = await service.alert_recipients(account_id)
+        return schemas.AlertsOut(thresholds=snapshot.alert_percents, recipients=recipients)
 
     @app.get(
         "/v1/accounts/{account_id}/state",
@@ -286,6 +333,11 @@ def state_out(snapshot: AccountSnapshot, zone: ZoneInfo) -> schemas.StateOut:
         undelivered_notices=snapshot.undelivered_notices,
         undelivered_events=snapshot.undelivered_events,
         unwritten_usage=snapshot.unwritten_usage,
+        monthly_fee_cents=snapshot.monthly_fee_cents,
+        extra_minute_price_cents=snapshot.extra_minute_price_cents,
+        included_used_seconds=snapshot.included_used_seconds,
+        alert_thresholds=snapshot.alert_percents,
+        priced_usage=[schemas.PricedUsageOut(**vars(p)) for p in snapshot.priced_usage],
     )
 
 
@@ -322,7 +374,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        if err.status_code == 404 and wants_web_page(request):
+            # A mistyped web-app address: the web app's page, in the customer's language.
+            return await error_page(request, 404, "notfound")
         if err.status_code == 400:
             # FastAPI's "There was an error parsing the body": bad input, like any other.
             return JSONResponse(

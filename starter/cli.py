@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NoReturn
@@ -78,6 +78,21 @@ def _setting_default(name: str) -> str:
     # Read the one default instead of instantiating Settings: a malformed unrelated
     # OVERTIME_* variable must not stop an admin from using the CLI.
     return str(Settings.model_fields[name].default)
+
+
+def default_api_url(env: Mapping[str, str] = os.environ) -> str:
+    """``OVERTIME_API_URL``, else the API this machine's settings start: the same
+    ``OVERTIME_HTTP_HOST`` / ``OVERTIME_HTTP_PORT`` the server and ``make run`` use (an
+    all-interfaces bind is reached on loopback)."""
+    if env.get("OVERTIME_API_URL"):
+        return env["OVERTIME_API_URL"]
+    host = env.get("OVERTIME_HTTP_HOST") or _setting_default("http_host")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    port = env.get("OVERTIME_HTTP_PORT") or _setting_default("http_port")
+    return f"http://{host}:{port}"
 
 
 def error_of(response: httpx.Response) -> ApiFailure:
@@ -375,6 +390,9 @@ STATE_FIELDS = (
     "undelivered_notices",
     "undelivered_events",
     "unwritten_usage",
+    "extra_minute_price_cents",
+    "monthly_fee_cents",
+    "alert_percents",
 )
 
 
@@ -415,9 +433,16 @@ def render_state(account_id: str, state: dict[str, Any]) -> str:
     ]
     if waiting:  # a receiver, the mail relay or the database is down
         rows.append(("pending", ", ".join(waiting)))
-    # Fields the API adds later still show up, just without pretty formatting.
-    rows += [(k.replace("_", " "), str(v)) for k, v in state.items() if k not in STATE_FIELDS]
-    return table(rows)
+    if state.get("extra_minute_price_cents") is not None:
+        rows.append(("price", f"{fmt_eur(state['extra_minute_price_cents'])} per extra minute"))
+    if state.get("monthly_fee_cents") is not None:
+        rows.append(("monthly fee", fmt_eur(state["monthly_fee_cents"])))
+    if state.get("alert_percents"):
+        rows.append(("alerts at", ", ".join(f"{p} %" for p in state["alert_percents"])))
+    # Fields the API adds later still show up, just without pretty formatting, in a table
+    # of their own (their long names do not push the columns above apart).
+    later = [(k.replace("_", " "), str(v)) for k, v in state.items() if k not in STATE_FIELDS]
+    return table(rows) + ("\n\n" + table(later) if later else "")
 
 
 def cmd_state(args: argparse.Namespace, endpoint: Endpoint) -> int:
@@ -747,8 +772,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--api",
-        default=os.environ.get("OVERTIME_API_URL", DEFAULT_API_URL),
-        help="API base URL (env OVERTIME_API_URL; default %(default)s)",
+        default=default_api_url(),
+        help="API base URL (env OVERTIME_API_URL, else http://OVERTIME_HTTP_HOST:"
+        "OVERTIME_HTTP_PORT; now %(default)s)",
     )
     parser.add_argument(
         "--admin-token",

@@ -60,7 +60,9 @@ from workflows.types import (
     AbandonedRequests,
     AccountSnapshot,
     AccountWorkflowInput,
+    AlertsChange,
     PaymentMethodChange,
+    PlanChange,
     SettingsChange,
     TelephonyBatch,
     TelephonyRequest,
@@ -342,6 +344,18 @@ class AccountDispatcher:
     ) -> AccountSnapshot:
         change = replace(change, change_id=change.change_id or str(uuid.uuid4()))
         return await self._admin_update(start_input, AccountWorkflow.payment_method, change)
+
+    async def change_alerts(
+        self, start_input: AccountWorkflowInput, change: AlertsChange
+    ) -> AccountSnapshot:
+        change = replace(change, change_id=change.change_id or str(uuid.uuid4()))
+        return await self._admin_update(start_input, AccountWorkflow.change_alerts, change)
+
+    async def change_plan(
+        self, start_input: AccountWorkflowInput, change: PlanChange
+    ) -> AccountSnapshot:
+        change = replace(change, change_id=change.change_id or str(uuid.uuid4()))
+        return await self._admin_update(start_input, AccountWorkflow.change_plan, change)
 
     async def _admin_update(
         self, start_input: AccountWorkflowInput, update: Any, arg: Any

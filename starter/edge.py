@@ -11,7 +11,8 @@
   page on evil.example resolving to 127.0.0.1 would otherwise reach the loopback-trusting
   codec server with the browser's help). 400 ``invalid_host`` otherwise.
 * CORS: the Temporal Web UI's origin may call ``/codec`` only; no other route answers
-  another origin.
+  another origin. The origin follows ``OVERTIME_TEMPORAL_UI_PORT`` unless
+  ``OVERTIME_CODEC_CORS_ORIGINS`` names it (``Settings.effective_codec_cors_origins``).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class CodecOnlyCORS:
 
 def install_edge(app: FastAPI, settings: Settings) -> None:
     """Add the three, outermost last: the proxy headers are resolved before anything else."""
-    app.add_middleware(CodecOnlyCORS, origins=settings.codec_cors_origins)
+    app.add_middleware(CodecOnlyCORS, origins=settings.effective_codec_cors_origins())
     app.add_middleware(TrustedHosts, allowed_hosts=settings.effective_allowed_hosts())
     # The Settings validator's rule again: settings built with model_copy skip validators.
     check_trusted_proxies(settings.trusted_proxies)

@@ -110,7 +110,10 @@ class PaymentService:
             self.gateway.attach_default_payment_method, customer_id, payment_method_id
         )
         await run_in_threadpool(self._mirror, account_id, info)
-        await self._tell_workflow(account_id, on_file=True, actor=actor)
+        await self._tell_workflow(account_id, on_file=True, actor=actor, label=method_label(info))
+        # What a new payment method is for after a declined charge: Stripe is asked again
+        # now (the invoice workflow's payment_method_updated signal), not at the next
+        # scheduled attempt.
         await self._retry_unpaid_invoices(account_id)
         return info
 
@@ -134,11 +137,17 @@ class PaymentService:
             session.add(row)
             session.commit()
 
-    async def _tell_workflow(self, account_id: str, *, on_file: bool, actor: str) -> None:
+    async def _tell_workflow(
+        self, account_id: str, *, on_file: bool, actor: str, label: str | None = None
+    ) -> None:
         start_input = await self.accounts.load(account_id)
         try:
             # One change id per API call: applied once however often it is retried.
-            change = PaymentMethodChange(on_file=on_file, actor=actor, change_id=str(uuid.uuid4()))
+            # With a label the workflow writes a settings-history row and queues the
+            # confirmation email (payment_method_changed).
+            change = PaymentMethodChange(
+                on_file=on_file, actor=actor, change_id=str(uuid.uuid4()), method_label=label
+            )
             await self.accounts.dispatcher.payment_method(start_input, change)
         except WorkflowRejected as err:
             # The validator refused it (an actor it does not know): an answer, not a 500.
@@ -365,6 +374,18 @@ def _refuse_future_timestamp(header: str, tolerance: int) -> None:
         raise ValueError("the signature timestamp is not a number") from err
     if timestamp - time.time() > tolerance:
         raise ValueError("the signature timestamp is in the future, outside the tolerance")
+
+
+def method_label(info: PaymentMethodInfo) -> str:
+    """How the history and the emails name a payment method: "Visa •••• 4242",
+    "SEPA DE •••• 3000". Stripe tells an IBAN's country and last four digits, never its
+    check digits; ``PaymentMethodInfo`` carries the country once the gateway reads it."""
+    last4 = info.last4 or "????"
+    if info.type == "sepa_debit":
+        country = getattr(info, "country", None)
+        return f"SEPA {country} •••• {last4}" if country else f"SEPA •••• {last4}"
+    brand = (info.brand or "card").replace("_", " ").title()
+    return f"{brand} •••• {last4}"
 
 
 def _field(obj: object, name: str) -> object:

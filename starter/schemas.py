@@ -97,6 +97,47 @@ class ExtraMinutesIn(Body):
     limit_minutes: int | None = None
 
 
+REASON_DESCRIPTION = "Why (an admin's words): kept with the change in the settings history."
+CHANGE_ID_DESCRIPTION = (
+    "Optional: the same value on every retry of this one change, so that it applies once."
+)
+
+
+class PlanIn(Body):
+    plan: str = Field(min_length=1, max_length=64, description="A plan id of GET /v1/plans.")
+    change_id: str | None = Field(
+        default=None, pattern=ID_PATTERN, description=CHANGE_ID_DESCRIPTION
+    )
+    reason: str | None = Field(default=None, max_length=500, description=REASON_DESCRIPTION)
+
+
+class AlertsIn(Body):
+    thresholds: list[int] = Field(
+        max_length=5,
+        description=(
+            "Warning thresholds in percent of the limit, each 1–99 and once (default [90]); "
+            "the 100 % stop always notifies. Each notifies once per period and limit."
+        ),
+    )
+    recipients: list[str] | None = Field(
+        default=None,
+        max_length=5,
+        description=(
+            "Extra addresses every notice also goes to, besides the account's. Left out: "
+            "unchanged; [] removes them."
+        ),
+    )
+    change_id: str | None = Field(
+        default=None, pattern=ID_PATTERN, description=CHANGE_ID_DESCRIPTION
+    )
+    reason: str | None = Field(default=None, max_length=500, description=REASON_DESCRIPTION)
+
+
+class AlertsOut(BaseModel):
+    thresholds: list[int]
+    recipients: list[str]
+
+
 class ExtraMinutesOut(BaseModel):
     enabled: bool
     limit_cents: int | None
@@ -146,6 +187,13 @@ class UsageOut(BaseModel):
     duplicate: bool
 
 
+class PricedUsageOut(BaseModel):
+    plan: str
+    seconds: int
+    unit_price_cents: int
+    cost_cents: int
+
+
 class StateOut(BaseModel):
     period_start: str
     period_end: str
@@ -168,6 +216,15 @@ class StateOut(BaseModel):
     undelivered_notices: int = 0
     undelivered_events: int = 0
     unwritten_usage: int = 0
+    # The plan's terms in force now (a plan change applies at once) and the thresholds.
+    monthly_fee_cents: int = 0
+    extra_minute_price_cents: int = 0
+    included_used_seconds: int = 0
+    alert_thresholds: list[int] = Field(default_factory=lambda: [90])
+    priced_usage: list[PricedUsageOut] = Field(
+        default_factory=list,
+        description="This period's extra seconds by price (several after a plan change).",
+    )
 
 
 class NotificationOut(BaseModel):

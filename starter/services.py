@@ -10,11 +10,14 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
+from typing import TypeVar
 from zoneinfo import available_timezones
 
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +25,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import MetricMeter
 from temporalio.service import RPCError
 
-from billing.account_state import REASON_EXPIRED, REASON_UNAVAILABLE
+from billing.account_state import REASON_EXPIRED, REASON_UNAVAILABLE, alerts_problem
 from billing.rules import (
     BillingRuleError,
     ExtraMinutesSettings,
@@ -43,19 +46,29 @@ from workflows.types import (
     AccountProfile,
     AccountSnapshot,
     AccountWorkflowInput,
+    AlertsChange,
     BillingConfig,
+    PlanChange,
     SettingsChange,
     TelephonyRequest,
     TelephonyResult,
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How long an API process trusts its cached copy of an account's start input. The copy
 # only matters when a workflow must be (re)started; the workflow is authoritative.
 ACCOUNT_CACHE_SECONDS = 30.0
 
-REJECTION_STATUS = {"not_eligible": 409, "payment_method_required": 409, "invalid_limit": 422}
+REJECTION_STATUS = {
+    "not_eligible": 409,
+    "payment_method_required": 409,
+    "invalid_limit": 422,
+    "invalid_alerts": 422,
+    "unknown_plan": 422,
+    "invalid_reason": 422,
+}
 # Per-item answers that recorded nothing: the API answers them 503 unavailable.
 UNANSWERED = {REASON_EXPIRED, REASON_UNAVAILABLE}
 # Files in the zone database that are not zones: the machine's own setting, a template
@@ -236,6 +249,7 @@ class AccountService:
             ),
             config=self.billing_config(),
             settings_version=account.settings_version,
+            alert_percents=parse_percents(account.alert_percents),
         )
 
     # --- telephony ----------------------------------------------------------------------
@@ -322,23 +336,120 @@ class AccountService:
     # --- settings and state ---------------------------------------------------------------
 
     async def change_extra_minutes(
-        self, account_id: str, wanted: ExtraMinutesSettings, actor: str
+        self,
+        account_id: str,
+        wanted: ExtraMinutesSettings,
+        actor: str,
+        *,
+        change_id: str | None = None,
+        reason: str | None = None,
     ) -> AccountSnapshot:
         start_input = await self.load(account_id)
         try:
             validate_settings(wanted, start_input.plan, self.bounds)
         except BillingRuleError as err:
-            raise ApiError(REJECTION_STATUS.get(err.code, 422), err.code, err.detail) from err
+            # Eligibility is the live plan's to decide (a plan change may not have reached
+            # the account row yet): the workflow's validator answers that one.
+            if err.code != "not_eligible":
+                raise ApiError(REJECTION_STATUS.get(err.code, 422), err.code, err.detail) from err
+        # One change id per API call: applied once however often it is retried.
+        change = SettingsChange(
+            settings=wanted, actor=actor, change_id=change_id or str(uuid.uuid4()), reason=reason
+        )
+        return await self._change(account_id, self.dispatcher.change_settings, change)
+
+    async def change_plan(
+        self,
+        account_id: str,
+        plan_id: str,
+        *,
+        actor: str,
+        change_id: str | None = None,
+        reason: str | None = None,
+    ) -> AccountSnapshot:
+        """Move the account to another plan at once (rules: ``PeriodState.change_plan``)."""
+        plan = self.catalog.get(plan_id)
+        if plan is None:
+            raise ApiError(
+                422, "unknown_plan", f"plan {plan_id!r} is not in the catalog; see GET /v1/plans"
+            )
+        change = PlanChange(plan, actor, change_id or str(uuid.uuid4()), reason)
+        return await self._change(account_id, self.dispatcher.change_plan, change)
+
+    async def change_alerts(
+        self,
+        account_id: str,
+        percents: list[int],
+        *,
+        actor: str,
+        change_id: str | None = None,
+        reason: str | None = None,
+    ) -> AccountSnapshot:
+        """New warning thresholds (percent of the limit; the 100 % stop always notifies)."""
+        problem = alerts_problem(percents)
+        if problem is not None:
+            raise ApiError(422, "invalid_alerts", problem)
+        change = AlertsChange(sorted(percents), actor, change_id or str(uuid.uuid4()), reason)
+        return await self._change(account_id, self.dispatcher.change_alerts, change)
+
+    async def _change(
+        self,
+        account_id: str,
+        send: Callable[[AccountWorkflowInput, T], Awaitable[AccountSnapshot]],
+        change: T,
+    ) -> AccountSnapshot:
+        start_input = await self.load(account_id)
         try:
-            # One change id per API call: applied once however often it is retried.
-            change = SettingsChange(settings=wanted, actor=actor, change_id=str(uuid.uuid4()))
-            snapshot = await self.dispatcher.change_settings(start_input, change)
+            snapshot = await send(start_input, change)
         except WorkflowRejected as err:
             raise ApiError(REJECTION_STATUS.get(err.code, 422), err.code, err.detail) from err
         except DispatchTimeout as err:
             raise unavailable(str(err), err.retry_after) from err
-        self._cache.pop(account_id, None)
+        # The account row follows a moment later (the workflow's settings outbox): until
+        # then a fresh load would read the old plan back, so keep the live one.
+        plan = self.catalog.get(snapshot.plan, start_input.plan)
+        self._cache[account_id] = (
+            time.monotonic(),
+            replace(
+                start_input,
+                plan=plan,
+                settings=ExtraMinutesSettings(
+                    snapshot.enabled, snapshot.limit_cents, snapshot.limit_minutes
+                ),
+                alert_percents=list(snapshot.alert_percents),
+                # A run of an older version reports no version (0): keep the row's.
+                settings_version=max(start_input.settings_version, snapshot.settings_version),
+            ),
+        )
         return snapshot
+
+    async def alert_recipients(self, account_id: str) -> list[str]:
+        await self.load(account_id)
+
+        def fetch() -> str:
+            with session_scope(self._db) as session:
+                account = session.get(Account, account_id)
+                return account.alert_recipients if account else ""
+
+        return split_recipients(await run_in_threadpool(fetch))
+
+    async def set_alert_recipients(self, account_id: str, recipients: list[str]) -> list[str]:
+        """The extra addresses every notice also goes to (database only: the notification
+        activity reads them when it sends). Validated, lower-cased, each once, at most 5."""
+        await self.load(account_id)
+        cleaned = clean_recipients(recipients)
+
+        def store() -> None:
+            with session_scope(self._db) as session:
+                account = session.get(Account, account_id)
+                if account is None:
+                    raise ApiError(404, "unknown_account", f"no account {account_id!r}")
+                account.alert_recipients = ",".join(cleaned)
+                session.add(account)
+                session.commit()
+
+        await run_in_threadpool(store)
+        return cleaned
 
     async def snapshot(self, account_id: str) -> AccountSnapshot:
         start_input = await self.load(account_id)
@@ -361,3 +472,38 @@ class AccountService:
                 )
 
         return await run_in_threadpool(fetch)
+
+
+# --- alert settings -------------------------------------------------------------------
+
+MAX_ALERT_RECIPIENTS = 5
+
+
+def parse_percents(text: str | None) -> list[int]:
+    """The account row's "50,75,90" (empty: no warnings, only the stop)."""
+    if text is None:
+        return [90]
+    return sorted({int(part) for part in text.split(",") if part.strip().isdigit()})
+
+
+def split_recipients(text: str) -> list[str]:
+    return [part for part in text.split(",") if part]
+
+
+def clean_recipients(recipients: list[str]) -> list[str]:
+    """Deliverable addresses (email-validator, no DNS look-up), lower-cased, each once."""
+    if len(recipients) > MAX_ALERT_RECIPIENTS:
+        raise ApiError(
+            422, "invalid_recipients", f"at most {MAX_ALERT_RECIPIENTS} extra recipients"
+        )
+    cleaned: list[str] = []
+    for given in recipients:
+        try:
+            address = validate_email(given.strip(), check_deliverability=False).normalized
+        except (EmailNotValidError, AttributeError) as err:
+            raise ApiError(
+                422, "invalid_recipients", f"not an email address: {str(given)[:80]!r}"
+            ) from err
+        if address.lower() not in cleaned:
+            cleaned.append(address.lower())
+    return cleaned

@@ -10,6 +10,7 @@ import asyncio
 import json
 import uuid
 
+import httpx
 import pytest
 
 from starter import cli
@@ -75,7 +76,9 @@ async def test_create_then_state_shows_the_account(
 
     code, out, _ = await run_cli(api, capsys, "notifications", account, "--json")
     assert code == 0
-    assert json.loads(out) == []
+    # Only the confirmations of what was just done, no limit notice.
+    kinds = {notice["kind"] for notice in json.loads(out)}
+    assert kinds <= {"payment_method_changed", "extra_minutes_enabled"}, kinds
 
     # A second create of the same id is the API's 409, passed through.
     code, _, err = await run_cli(
@@ -253,3 +256,37 @@ async def test_simulate_unknown_plan(api: Api, capsys: pytest.CaptureFixture[str
     code, _, err = await run_cli(api, capsys, "simulate", "--plans", "gold", "--calls", "1")
     assert code == cli.EXIT_USAGE
     assert "unknown plan(s) gold" in err
+
+
+def test_default_api_url_follows_the_servers_own_variables() -> None:
+    assert cli.default_api_url({}) == "http://127.0.0.1:8000"
+    assert cli.default_api_url({"OVERTIME_HTTP_PORT": "8100"}) == "http://127.0.0.1:8100"
+    # The server bound to every interface is reached on loopback from this machine.
+    bound_everywhere = {"OVERTIME_HTTP_HOST": "0.0.0.0", "OVERTIME_HTTP_PORT": "8100"}
+    assert cli.default_api_url(bound_everywhere) == "http://127.0.0.1:8100"
+    explicit = {"OVERTIME_API_URL": "https://api.example", "OVERTIME_HTTP_PORT": "8100"}
+    assert cli.default_api_url(explicit) == "https://api.example"
+
+
+async def test_port_and_tokens_come_from_the_environment(
+    api: Api, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No flags at all: OVERTIME_HTTP_PORT finds the API, the token variables open it (the
+    suite's tokens are not the dev defaults, so a default could not pass)."""
+    monkeypatch.delenv("OVERTIME_API_URL", raising=False)
+    monkeypatch.delenv("OVERTIME_HTTP_HOST", raising=False)
+    monkeypatch.setenv("OVERTIME_HTTP_PORT", str(httpx.URL(api.base_url).port))
+    monkeypatch.setenv("OVERTIME_ADMIN_TOKEN", api.settings.admin_token)
+    monkeypatch.setenv("OVERTIME_TELEPHONY_TOKEN", api.settings.telephony_token)
+    prefix = new_id("env")
+    capsys.readouterr()
+    argv = ["simulate", "--accounts", "1", "--calls", "2", "--plans", "starter",
+            "--account-prefix", prefix, "--duration", "30", "--json"]  # fmt: skip
+    assert await asyncio.to_thread(cli.main, argv) == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["errors"], summary["allowed"]) == (0, 2)  # the telephony token worked
+    assert await asyncio.to_thread(cli.main, ["state", f"{prefix}-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["used_seconds"] > 0  # the admin token too
+
+    monkeypatch.setenv("OVERTIME_ADMIN_TOKEN", "not-the-token")
+    assert await asyncio.to_thread(cli.main, ["state", f"{prefix}-1"]) == cli.EXIT_API_ERROR

@@ -151,6 +151,10 @@ def strong_operator_env() -> dict[str, str]:
         "OVERTIME_SMTP_HOST": "smtp.example.com",
         "OVERTIME_SMTP_PORT": "587",
         "OVERTIME_MAIL_FROM": "Overtime <billing@example.com>",
+        "OVERTIME_LEGAL_COMPANY": "Safina AI GmbH",
+        "OVERTIME_LEGAL_ADDRESS": "Beispielweg 2, 80331 München",
+        "OVERTIME_LEGAL_REGISTER": "Amtsgericht München, HRB 123456",
+        "OVERTIME_LEGAL_VAT_ID": "DE123456789",
     }
 
 

@@ -167,14 +167,30 @@ def test_devstack_runs_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
             assert httpx.get(f"http://127.0.0.1:{ports.ui}/", timeout=10).status_code == 200
             states = {
                 account: http.get(f"/v1/accounts/{account}/state", headers=ADMIN)
-                for account in ("demo-free", "demo-starter", "demo-business")
+                for account in ("demo-free", "demo-starter", "demo-business", "demo-new")
             }
             assert {a: r.status_code for a, r in states.items()} == dict.fromkeys(states, 200)
             assert {a: r.json()["plan"] for a, r in states.items()} == {
                 "demo-free": "free",
                 "demo-starter": "starter",
                 "demo-business": "business",
+                "demo-new": "starter",
             }
+            # The help article's first step: a paid plan, nothing set up yet.
+            first_time = states["demo-new"].json()
+            assert (first_time["enabled"], first_time["payment_method_on_file"]) == (False, False)
+            # The Temporal UI on its moved port may call the codec server (CORS preflight).
+            ui_origin = f"http://127.0.0.1:{ports.ui}"
+            preflight = http.options(
+                "/codec/decode",
+                headers={
+                    "Origin": ui_origin,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "content-type,x-namespace",
+                },
+            )
+            assert preflight.status_code == 200, preflight.text
+            assert preflight.headers["access-control-allow-origin"] == ui_origin
             call = {"account_id": "demo-starter", "call_id": "devstack-call-1"}
             grant = http.post("/v1/calls/authorize", json=call, headers=TELEPHONY).json()
             assert grant["allowed"] is True, grant
@@ -197,8 +213,11 @@ def test_devstack_runs_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
             )
             assert billed and int(billed.group(1)) >= 90, worker_metrics[-2000:]
         output = first.output()
-        assert '"logger": "overtime.worker"' in output  # JSON logs
+        # Readable text logs at the terminal (JSON stays the default elsewhere).
+        assert re.search(r"worker +\| \S+ \S+ INFO overtime\.worker: ", output), output[-3000:]
+        assert '"logger": "overtime.worker"' not in output
         assert "/login   demo-starter@example.com / demo-password" in output
+        assert "First steps      " in output and "demo-new@example.com / demo-password" in output
         assert "no web login" not in output  # the demo customers can sign in
         assert "devstack | started temporal" in output  # child output is prefixed
         assert f"Temporal gRPC    127.0.0.1:{ports.temporal}" in output

@@ -85,9 +85,12 @@ async def test_card_invoice_paid_once_and_equal_to_the_ledger(
     assert invoice["stripe_invoice_id"].startswith("in_")
     assert invoice["hosted_invoice_url"]
 
+    # The catalog's prices are net (config/plans.toml [tax]): Stripe adds 19 % VAT,
+    # 81 ct × 19 % = 15.39 → 15 ct, and charges 96 ct.
     in_stripe = stripe_invoices_of(fake_stripe, account)
     assert [i.id for i in in_stripe] == [invoice["stripe_invoice_id"]]
-    assert in_stripe[0].status == "paid" and in_stripe[0].amount_paid == 81
+    assert in_stripe[0].status == "paid" and in_stripe[0].amount_paid == 96
+    assert (in_stripe[0].subtotal, in_stripe[0].total_excluding_tax) == (81, 81)
     assert len(in_stripe[0].lines.data) == 1
     pays = [
         r
@@ -99,6 +102,7 @@ async def test_card_invoice_paid_once_and_equal_to_the_ledger(
     # The ledger of the invoiced period says the same.
     with session_scope(api.settings.resolved_database_url()) as session:
         row = session.exec(select(Invoice).where(Invoice.account_id == account)).one()
+        assert (row.amount_cents, row.net_cents, row.tax_cents, row.total_cents) == (81, 81, 15, 96)
         extra = sum(
             u.billed_extra_seconds
             for u in session.exec(
@@ -112,7 +116,7 @@ async def test_card_invoice_paid_once_and_equal_to_the_ledger(
     email = f"{account}@example.com"
     await eventually(lambda: len(mail.with_notice(email, "invoice")) == 1)
     message = mail.with_notice(email, "invoice")[0]
-    assert "€0.81" in message.subject
+    assert "€0.96" in message.subject
     assert invoice["hosted_invoice_url"] in message.text()
     # The row is written once the mail was accepted: a moment after it arrived.
     await eventually(lambda: _invoice_notices(api, account, 1))

@@ -92,6 +92,10 @@ def strong_env() -> dict[str, str]:
         "STRIPE_API_KEY": "sk_live_" + secrets.token_urlsafe(24),
         "STRIPE_PUBLISHABLE_KEY": "pk_live_" + secrets.token_urlsafe(24),
         "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_urlsafe(24),
+        "OVERTIME_LEGAL_COMPANY": "Safina AI GmbH",
+        "OVERTIME_LEGAL_ADDRESS": "Beispielweg 2, 80331 München",
+        "OVERTIME_LEGAL_REGISTER": "Amtsgericht München, HRB 123456",
+        "OVERTIME_LEGAL_VAT_ID": "DE123456789",
     }
 
 
@@ -335,6 +339,13 @@ def test_a_live_key_is_never_sent_to_the_staging_fake(configure: object) -> None
     settings, web = configure(env)  # type: ignore[operator]
     [problem] = production_problems(settings, web)
     assert problem.variable == "STRIPE_API_KEY" and "live key" in problem.reason
+
+
+def test_the_legal_footers_placeholder_is_a_warning_in_production(configure: object) -> None:
+    env = {k: v for k, v in strong_env().items() if k != "OVERTIME_LEGAL_REGISTER"}
+    settings, web = configure(env)  # type: ignore[operator]
+    assert production_problems(settings, web) == []
+    assert variables(production_warnings(settings, web)) == {"OVERTIME_LEGAL_REGISTER"}
 
 
 def test_accepting_plaintext_payloads_is_a_loud_warning_not_a_refusal(

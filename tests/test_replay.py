@@ -25,14 +25,22 @@ from overtime.temporal import ENCODING, data_converter_for
 from tests.conftest import SHORT_PERIOD_SECONDS, Api, eventually
 from workflows.account import AccountWorkflow
 from workflows.invoice import InvoiceWorkflow
-from workflows.types import AbandonedRequest, AbandonedRequests, InvoiceOverdue, workflow_id_for
+from workflows.types import (
+    AbandonedRequest,
+    AbandonedRequests,
+    InvoiceOverdue,
+    PaymentMethodChange,
+    workflow_id_for,
+)
 
 HISTORIES = Path(__file__).parent / "histories"
 # Prefix of histories recorded now; earlier generations keep their names (v1: before
 # invoicing was patched in; v2: before TRUST_PATCH, replayed by workflows/legacy/; v3:
 # before the Update validators checked the actor and empty signals were ignored, which
-# changed no command, so v3 replays on today's code unpatched).
-RECORDING = "v4"
+# changed no command, so v3 replays on today's code unpatched; v4: before alert thresholds,
+# plan changes and the confirmation notices (CUSTOMER_PATCH) and the invoice's next-attempt
+# record (NEXT_ATTEMPT_PATCH)).
+RECORDING = "v5"
 
 
 def recorded_histories() -> list[Path]:
@@ -97,6 +105,22 @@ async def test_live_histories_replay(
     await handle.signal(AccountWorkflow.invoice_overdue, InvoiceOverdue("invoice-x", True))
     await handle.signal(AccountWorkflow.invoice_overdue, InvoiceOverdue("invoice-x", False))
     await busy_api.usage(account, "abandoned", 10)
+    # v5: alert thresholds, a plan change there and back, a payment method named.
+    alerts = await busy_api.admin.put(
+        f"/v1/accounts/{account}/alerts", json={"thresholds": [50, 75, 90]}
+    )
+    assert alerts.status_code == 200, alerts.text
+    assert (
+        await busy_api.admin.put(f"/v1/accounts/{account}/plan", json={"plan": "business"})
+    ).status_code == 200
+    await busy_api.call(account, "on-business", 30)
+    await handle.execute_update(
+        AccountWorkflow.payment_method,
+        PaymentMethodChange(True, "admin", method_label="Visa •••• 4242"),
+    )
+    assert (
+        await busy_api.admin.put(f"/v1/accounts/{account}/plan", json={"plan": "starter"})
+    ).status_code == 200
 
     short_account = await short_api.create_account()
     assert (await short_api.enable(short_account, limit_minutes=30)).status_code == 200

@@ -28,8 +28,14 @@ def ledger_rows(api: Api, account: str) -> list[UsageEntry]:
         return list(session.exec(select(UsageEntry).where(UsageEntry.account_id == account)))
 
 
-async def notice_kinds(api: Api, account: str) -> list[str]:
-    return [n["kind"] for n in await api.notifications(account)]
+# Confirmations every customer gets on the way (payment method added, switched on).
+CONFIRMATIONS = {"payment_method_changed", "extra_minutes_enabled", "plan_changed"}
+
+
+async def notice_kinds(api: Api, account: str, *, confirmations: bool = False) -> list[str]:
+    """The account's notices in the order sent; without the confirmations unless asked."""
+    kinds = [n["kind"] for n in await api.notifications(account)]
+    return kinds if confirmations else [k for k in kinds if k not in CONFIRMATIONS]
 
 
 async def test_included_minutes_first_then_extra(api: Api) -> None:
@@ -75,7 +81,12 @@ async def test_warning_once_then_stop_exactly_at_the_limit(
     await asyncio.sleep(0.5)  # nothing else arrives later
     assert len(mail.with_notice(email, "limit_warning")) == 1
     assert len(mail.with_notice(email, "limit_reached")) == 1
-    assert await notice_kinds(api, account) == ["limit_warning", "limit_reached"]
+    assert await notice_kinds(api, account, confirmations=True) == [
+        "payment_method_changed",
+        "extra_minutes_enabled",
+        "limit_warning",
+        "limit_reached",
+    ]
 
     warning = mail.with_notice(email, "limit_warning")[0]
     assert "90 %" in warning.subject
@@ -199,7 +210,10 @@ async def test_disabling_keeps_usage_billable_and_refuses_calls(
             return list(
                 session.exec(
                     select(SettingsChange)
-                    .where(SettingsChange.account_id == account)
+                    .where(
+                        SettingsChange.account_id == account,
+                        SettingsChange.kind == "extra_minutes",
+                    )
                     .order_by(SettingsChange.changed_at, SettingsChange.id)  # type: ignore[arg-type]
                 )
             )

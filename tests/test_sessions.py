@@ -188,12 +188,12 @@ async def test_the_admin_api_ends_a_customers_sessions(api: Api) -> None:
         unknown = await api.admin.delete("/v1/accounts/nobody-here/sessions")
         assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_account"
         ended = await api.admin.delete(path)
-        assert ended.status_code == 200 and ended.json() == {"ended": 2}
+        assert ended.status_code == 200 and ended.json() == {"ended": 2, "api_sign_ins_ended": 0}
         for client in (first, second):
             assert (await client.get(f"/app/a/{account_id}")).status_code == 303
         # Another customer is untouched, and the password still works.
         assert (await other.get(f"/app/a/{other_id}")).status_code == 200
-        assert (await api.admin.delete(path)).json() == {"ended": 0}
+        assert (await api.admin.delete(path)).json() == {"ended": 0, "api_sign_ins_ended": 0}
         assert (await sign_in(first, email, PASSWORD)).status_code == 303
     assert "/v1/accounts/{account_id}/sessions" in (await api.anonymous.get("/openapi.json")).text
 
@@ -210,13 +210,19 @@ async def test_the_console_button_ends_a_customers_sessions(api: Api) -> None:
         assert (await admin.post(action)).status_code == 403  # CSRF, as every form
         assert (await shopper.get(f"/app/a/{account_id}")).status_code == 200
         token = await csrf_of(admin, f"/admin/accounts/{account_id}")
-        done = await admin.post(action, data={"csrf_token": token})
+        # The console asks first, for a reason for the audit trail (tests/test_web_money_safety.py).
+        asked = await admin.post(action, data={"csrf_token": token})
+        assert asked.status_code == 200 and "Confirm: end sessions" in asked.text
+        assert (await shopper.get(f"/app/a/{account_id}")).status_code == 200
+        done = await admin.post(
+            action, data={"csrf_token": token, "confirm": "1", "reason": "lost phone"}
+        )
         assert (
             done.status_code == 303 and done.headers["location"] == f"/admin/accounts/{account_id}"
         )
         assert (await shopper.get(f"/app/a/{account_id}")).status_code == 303
         after = await admin.get(f"/admin/accounts/{account_id}")
-        assert "Ended 1 web session of the customer." in after.text
+        assert "Ended 1 web session and 0 mobile sign-ins of the customer." in after.text
         assert "0 signed-in sessions now" in after.text
         # A customer cannot press it.
         assert (await sign_in(shopper, email, PASSWORD)).status_code == 303

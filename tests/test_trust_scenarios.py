@@ -504,7 +504,12 @@ async def test_concurrent_settings_changes_each_leave_one_history_row(api: Api) 
     def history() -> list[SettingsChange]:
         with session_scope(db(api)) as session:
             return list(
-                session.exec(select(SettingsChange).where(SettingsChange.account_id == account))
+                session.exec(
+                    select(SettingsChange).where(
+                        SettingsChange.account_id == account,
+                        SettingsChange.kind == "extra_minutes",  # not the payment method's
+                    )
+                )
             )
 
     rows = await eventually(lambda: len(history()) >= len(wanted) and history(), timeout=20)

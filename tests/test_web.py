@@ -152,8 +152,9 @@ async def test_customer_enables_extra_minutes_and_watches_the_limit(
     await expect(page.get_by_test_id("payment-on-file")).to_contain_text("Visa •••• 4242")
     first = page.get_by_test_id("history").locator("tbody tr").first
     await expect(first.locator("td").nth(1)).to_have_text("Du")
-    await expect(first.locator("td").nth(2)).to_have_text("Aus")
-    await expect(first.locator("td").nth(3)).to_have_text(text("An · Limit 10,00 €"))
+    await expect(first.locator("td").nth(2)).to_have_text("Zusätzliche Minuten")
+    await expect(first.locator("td").nth(3)).to_have_text("Aus")
+    await expect(first.locator("td").nth(4)).to_have_text(text("An · Limit 10,00 €"))
     state = await api.state(account_id)
     assert (state["enabled"], state["limit_cents"], state["payment_method_on_file"]) == (
         True,
@@ -172,7 +173,7 @@ async def test_customer_enables_extra_minutes_and_watches_the_limit(
     await expect(save).to_have_text("Speichern")
     await save.click()
     await expect(page.get_by_test_id("flash")).to_be_visible()
-    await expect(first.locator("td").nth(3)).to_have_text("An · Limit 20 Min.")
+    await expect(first.locator("td").nth(4)).to_have_text("An · Limit 20 Min.")
     state = await api.state(account_id)
     assert (state["limit_minutes"], state["limit_cents"]) == (20, None)
 
@@ -216,7 +217,7 @@ async def test_customer_enables_extra_minutes_and_watches_the_limit(
     await eventually(lambda: len(mail.with_notice(email, "limit_reached")) == 1)
     await page.get_by_role("link", name="Benachrichtigungen").click()
     kinds = page.get_by_test_id("notices").locator("tbody tr td:nth-child(2)")
-    await expect(kinds).to_contain_text(["Limit erreicht (100 %)", "90 %-Warnung"])
+    await expect(kinds).to_contain_text(["Limit erreicht (100 %)", "Limit-Warnung"])
     await page.get_by_role("link", name="Rechnungen").click()
     await expect(page.get_by_test_id("invoices-empty")).to_be_visible()
     await ctx.close()
@@ -289,9 +290,10 @@ async def test_sepa_debit_with_mandate_in_english(api: Api, browser: Browser) ->
     await page.reload()
     await expect(page.get_by_test_id("payment-on-file")).to_contain_text("IBAN •••• 3000")
 
-    # Switching extra minutes off is one click and a save.
+    # Switching extra minutes off is a save and a confirmation (calls may stop).
     await page.get_by_role("switch", name="Enable per-minute billing").uncheck()
     await page.get_by_role("button", name="Save", exact=True).click()
+    await page.get_by_role("button", name="Yes, switch off").click()
     await expect(page.get_by_test_id("history").locator("tbody tr").first).to_contain_text(
         "On · limit €50.00"
     )
@@ -338,7 +340,9 @@ async def test_settings_form_works_without_javascript(api: Api, browser: Browser
     await page.get_by_role("radio", name="in Minuten").check()
     await page.get_by_label("Limit in Euro").fill("abc")  # label follows the unit only with JS
     await page.locator("#save").click()
-    await expect(page.get_by_test_id("form-error")).to_contain_text("gültiges Limit")
+    # Said at the field, in the field's unit (minutes were chosen).
+    await expect(page.get_by_test_id("field-error")).to_contain_text("ganze Minuten")
+    await expect(page.locator("#limit-value")).to_have_attribute("aria-invalid", "true")
     assert (await api.state(account_id))["limit_cents"] == 2550
     await ctx.close()
 
@@ -440,11 +444,18 @@ async def test_admin_sees_every_account_and_acts(
     # One account: history, ledger, notices, invoices and the actions.
     await page.goto(f"/admin/accounts/{busy}")
     await expect(page.get_by_test_id("ledger").locator("tbody tr")).to_have_count(2)
-    await expect(page.get_by_test_id("history").locator("tbody tr")).to_have_count(1)
+    # The card (named as Stripe shows it), then the limit.
+    history = page.get_by_test_id("history")
+    await expect(history.locator('tbody tr[data-kind="extra_minutes"]')).to_have_count(1)
+    await expect(history.locator('tbody tr[data-kind="payment_method"]')).to_contain_text(
+        "Visa •••• 4242"
+    )
     await expect(page.get_by_test_id("call-status")).to_have_attribute("data-accepting", "false")
     await page.get_by_label("Unit").select_option("minutes")
     await page.get_by_label("Limit", exact=True).fill("15")
     await page.get_by_role("button", name="Apply now").click()
+    await page.get_by_label("Reason").fill("Customer asked for more minutes")
+    await page.get_by_role("button", name="Confirm: apply now").click()
     await expect(page.get_by_test_id("flash")).to_contain_text("Settings changed")
     await expect(page.get_by_test_id("call-status")).to_have_attribute("data-accepting", "true")
     latest = page.get_by_test_id("history").locator("tbody tr").first
@@ -460,6 +471,8 @@ async def test_admin_sees_every_account_and_acts(
         .get_by_role("button", name=re.compile("Resend"))
         .click()
     )
+    await page.get_by_label("Reason").fill("Customer did not get the email")
+    await page.get_by_role("button", name="Confirm: resend").click()
     await expect(page.get_by_test_id("flash")).to_contain_text("again.")
     await eventually(lambda: len(mail.with_notice(busy_email, "limit_reached")) == 2)
     resent = mail.with_notice(busy_email, "limit_reached")[-1]
@@ -494,7 +507,8 @@ async def test_invoice_pages_and_retrying_a_failed_payment(
     row = page.get_by_test_id("invoices").locator("tbody tr").first
     await expect(row).to_contain_text("Zahlung fehlgeschlagen")
     await expect(row.locator("td").nth(1)).to_have_text("1,5")
-    await expect(row.locator("td").nth(2)).to_have_text(text("0,59 €"))  # 90 s × 0,39 €/min
+    # 90 s × 0,39 €/min = 0,59 € net; the customer owes it with 19 % VAT (H3's tax).
+    await expect(row.locator("td").nth(2)).to_contain_text(text("0,70 € inkl. 19 % MwSt."))
     await expect(row.get_by_role("link", name="Bei Stripe ansehen")).to_have_attribute(
         "href", re.compile(r"^http")
     )
@@ -513,6 +527,8 @@ async def test_invoice_pages_and_retrying_a_failed_payment(
     invoice = page.get_by_test_id("invoices").locator("tbody tr").first
     await expect(invoice).to_contain_text("payment failed")
     await invoice.get_by_role("button", name="Retry payment").click()
+    await page.get_by_label("Reason").fill("Customer topped up the card")
+    await page.get_by_role("button", name="Confirm: retry payment").click()
     await expect(page.get_by_test_id("flash")).to_contain_text("Payment retry requested")
     # The invoice workflow charged again at once (declined again: one more notice).
     await eventually(lambda: len(mail.with_notice(email, "payment_failed")) == failures + 1)

@@ -226,7 +226,7 @@ def test_formats() -> None:
     assert de.minutes_floor(6_000_000) == "100.000,0"
     assert de.percent(66.67) == "67" and de.percent(5.25) == "5,2" and en.percent(0) == "0"
     assert de.euros_input(2550) == "25,50" and en.euros_input(2550) == "25.50"
-    assert de.label("notice.", "limit_warning") == "90 %-Warnung"
+    assert de.label("notice.", "limit_warning") == "Limit-Warnung"
     assert de.label("notice.", "something_new") == "something_new"
 
 

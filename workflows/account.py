@@ -37,7 +37,12 @@ with workflow.unsafe.imports_passed_through():
     import billing.settled  # noqa: F401
     from activities.ledger import LedgerActivities
     from activities.notifications import NotificationActivities
-    from billing.account_state import REASON_EXPIRED, REASON_UNAVAILABLE, PeriodState
+    from billing.account_state import (
+        REASON_EXPIRED,
+        REASON_UNAVAILABLE,
+        PeriodState,
+        alerts_problem,
+    )
     from billing.rules import (
         BillingRuleError,
         LimitBounds,
@@ -49,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.legacy.account_v2 import LegacyAccountRun
     from workflows.types import (
         AUTHORIZE,
+        MAX_REASON_LENGTH,
         PAYMENT_ACTORS,
         SETTINGS_ACTORS,
         TELEPHONY_ACTORS,
@@ -56,11 +62,14 @@ with workflow.unsafe.imports_passed_through():
         AbandonedRequests,
         AccountSnapshot,
         AccountWorkflowInput,
+        AlertsChange,
         CallsLookup,
         InvoiceInput,
+        InvoiceLine,
         InvoiceOverdue,
         NoticeDelivery,
         PaymentMethodChange,
+        PlanChange,
         ServiceEventDelivery,
         SettingsChange,
         SettingsChangeRecord,
@@ -100,6 +109,12 @@ INVALID_ACTOR = "invalid_actor"
 INVOICING_PATCH = "stripe-invoicing"
 # Settled calls are final, side effects never block, grants lapse once (v3).
 TRUST_PATCH = "trust-v3"
+# Confirmation emails and payment-method history entries (v5). Plan changes and alert
+# thresholds need no marker: their Updates never reach a run of an older version's code.
+CUSTOMER_PATCH = "customer-v5"
+INVALID_ALERTS = "invalid_alerts"
+UNKNOWN_PLAN = "unknown_plan"
+INVALID_REASON = "invalid_reason"
 # The overdue invoice of a v2 InvoiceWorkflow, whose signal names none.
 LEGACY_INVOICE = "unnamed-invoice"
 
@@ -132,6 +147,10 @@ class AccountWorkflow:
             )
             self._state.settings_version = input.settings_version
             self._state.event_salt = f"{str(workflow.uuid4())[:8]}-"
+            if input.alert_percents is not None:
+                self._state.alert_percents = sorted(set(input.alert_percents))
+        if workflow.patched(CUSTOMER_PATCH):
+            self._state.confirmations = True
         if self._state.payment_overdue and not self._state.overdue_invoices:
             # Suspended by an invoice under v2, which did not name it: stays suspended until
             # that invoice's workflow reports it paid (its bare payment_overdue signal).
@@ -271,6 +290,11 @@ class AccountWorkflow:
                     entry.changed_at,
                     change_id=entry.change_id,
                     version=entry.version,
+                    kind=entry.kind,
+                    detail=entry.detail,
+                    reason=entry.reason,
+                    plan=entry.plan,
+                    alert_percents=entry.alert_percents,
                 ),
             ),
         )
@@ -320,6 +344,13 @@ class AccountWorkflow:
                 dunning_schedule_seconds=list(config.dunning_schedule_seconds),
                 reconcile_interval_seconds=config.reconcile_interval_seconds,
                 stripe_task_queue=config.stripe_task_queue,
+                # One line per price when a plan change repriced part of the period.
+                lines=[
+                    InvoiceLine(p.seconds, p.unit_price_cents, p.cost_cents, p.plan)
+                    for p in state.priced_usage()
+                ]
+                if state.earlier_prices
+                else [],
             ),
             id=invoice_workflow_id(state.account_id, period_key(state.period_start)),
             parent_close_policy=ParentClosePolicy.ABANDON,
@@ -451,7 +482,11 @@ class AccountWorkflow:
         state = self._state
         if not state.already_applied(change.change_id):
             state.change_settings(
-                change.settings, workflow.now(), actor=change.actor, change_id=change.change_id
+                change.settings,
+                workflow.now(),
+                actor=change.actor,
+                change_id=change.change_id,
+                reason=change.reason,
             )
         return self.snapshot()
 
@@ -461,13 +496,11 @@ class AccountWorkflow:
         if self._legacy is not None:
             return self._legacy.validate_settings(change)
         self._refuse_while_draining()
+        _require_reason(change.reason)
         if self._state.already_applied(change.change_id):
             return  # a retry of a change that was applied: answered with today's state
-        if change.settings.enabled and not self._state.payment_method_on_file:
-            raise ApplicationError(
-                "add a payment method before enabling extra minutes",
-                type=PAYMENT_METHOD_REQUIRED,
-            )
+        # The plan's rules first: a free plan is told it is not eligible, not to add a
+        # payment method it could not use. (Validators record nothing: order is free.)
         config = self._input.config
         try:
             validate_settings(
@@ -477,6 +510,11 @@ class AccountWorkflow:
             )
         except BillingRuleError as err:
             raise ApplicationError(err.detail, type=err.code) from err
+        if change.settings.enabled and not self._state.payment_method_on_file:
+            raise ApplicationError(
+                "add a payment method before enabling extra minutes",
+                type=PAYMENT_METHOD_REQUIRED,
+            )
 
     # --- payment -------------------------------------------------------------------------
 
@@ -488,7 +526,12 @@ class AccountWorkflow:
         state = self._state
         if not state.already_applied(change.change_id):
             state.set_payment_method(
-                change.on_file, workflow.now(), actor=change.actor, change_id=change.change_id
+                change.on_file,
+                workflow.now(),
+                actor=change.actor,
+                change_id=change.change_id,
+                method_label=change.method_label,
+                reason=change.reason,
             )
         return self.snapshot()
 
@@ -498,6 +541,91 @@ class AccountWorkflow:
         if self._legacy is not None:
             return self._legacy.validate_payment_method(change)
         self._refuse_while_draining()
+        _require_reason(change.reason)
+        label = change.method_label
+        if label is not None and (not isinstance(label, str) or not 0 < len(label) <= 64):
+            raise ApplicationError("method_label: 1 to 64 characters", type="invalid")
+
+    # --- alert thresholds and plan ------------------------------------------------------
+
+    @workflow.update
+    async def change_alerts(self, change: AlertsChange) -> AccountSnapshot:
+        return self._apply_once(
+            "alerts",
+            change.change_id,
+            lambda change_id: self._state.change_alerts(
+                change.percents,
+                workflow.now(),
+                actor=change.actor,
+                change_id=change_id,
+                reason=change.reason,
+            ),
+        )
+
+    @change_alerts.validator
+    def _validate_alerts(self, change: AlertsChange) -> None:
+        if not self._new_change("alerts", change.actor, change.change_id, change.reason):
+            return
+        problem = alerts_problem(change.percents)
+        if problem is not None:
+            raise ApplicationError(problem, type=INVALID_ALERTS)
+
+    @workflow.update
+    async def change_plan(self, change: PlanChange) -> AccountSnapshot:
+        return self._apply_once(
+            "plan",
+            change.change_id,
+            lambda change_id: self._state.change_plan(
+                change.plan,
+                workflow.now(),
+                actor=change.actor,
+                change_id=change_id,
+                reason=change.reason,
+            ),
+        )
+
+    @change_plan.validator
+    def _validate_plan(self, change: PlanChange) -> None:
+        if not self._new_change("plan", change.actor, change.change_id, change.reason):
+            return
+        plan = change.plan
+        figures = (plan.monthly_fee_cents, plan.included_minutes, plan.extra_minute_price_cents)
+        if (
+            not isinstance(plan.plan, str)
+            or not plan.plan
+            or any(isinstance(f, bool) or not isinstance(f, int) or f < 0 for f in figures)
+            or (plan.is_paid and plan.extra_minute_price_cents <= 0)
+        ):
+            raise ApplicationError(f"not a plan of the catalog: {plan!r}"[:200], type=UNKNOWN_PLAN)
+
+    def _apply_once(
+        self, kind: str, change_id: str | None, apply: Callable[[str | None], None]
+    ) -> AccountSnapshot:
+        """A plan or threshold change: applied unless this change id already was."""
+        if self._legacy is not None:  # the validator refuses these; never reached
+            raise ApplicationError("not supported by this run", type=RETRY_LATER)
+        self._updates_this_run += 1
+        own_id = _of_kind(kind, change_id)
+        if not self._state.already_applied(own_id):
+            apply(own_id)
+        return self.snapshot()
+
+    def _new_change(self, kind: str, actor: object, change_id: str | None, reason: object) -> bool:
+        """The checks every plan or threshold change passes first; False for a retry of
+        one already applied (answered with today's state, nothing checked again)."""
+        _require_actor(actor, SETTINGS_ACTORS, people=True)
+        self._refuse_legacy()
+        self._refuse_while_draining()
+        if self._state.already_applied(_of_kind(kind, change_id)):
+            return False
+        _require_reason(reason)
+        return True
+
+    def _refuse_legacy(self) -> None:
+        if self._legacy is not None:
+            # A v2 run knows no such change; its next run (soon: a period end or a
+            # hand-over) does. The API retries "retry_later" rejections.
+            raise ApplicationError("this run predates the change", type=RETRY_LATER)
 
     @workflow.signal
     def payment_overdue(self, overdue: bool | None = None) -> None:
@@ -552,6 +680,12 @@ class AccountWorkflow:
             undelivered_notices=len(state.outbox_notices),
             undelivered_events=len(state.outbox_events),
             unwritten_usage=len(state.unflushed),
+            alert_percents=list(state.alert_percents),
+            extra_minute_price_cents=state.plan.extra_minute_price_cents,
+            monthly_fee_cents=state.plan.monthly_fee_cents,
+            included_used_seconds=state.included_used_seconds,
+            priced_usage=state.priced_usage(),
+            settings_version=state.settings_version,
         )
 
 
@@ -560,6 +694,19 @@ def _require_actor(actor: object, names: frozenset[str], *, people: bool) -> Non
     problem = actor_problem(actor, names, people)
     if problem is not None:
         raise ApplicationError(problem, type=INVALID_ACTOR)
+
+
+def _of_kind(kind: str, change_id: str | None) -> str | None:
+    """Change ids of plan and threshold changes, apart from the others': an id a client
+    reuses for another kind of change is a new change, not a silent no-op."""
+    return f"{kind}:{change_id}" if change_id is not None else None
+
+
+def _require_reason(reason: object) -> None:
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH):
+        raise ApplicationError(
+            f"reason: text of at most {MAX_REASON_LENGTH} characters", type=INVALID_REASON
+        )
 
 
 def _ignore_empty_signal(name: str) -> None:

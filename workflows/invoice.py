@@ -8,20 +8,23 @@ closes queues up instead of failing.
 
 Dunning: a declined charge sends a ``payment_failed`` email and is retried on the
 configured schedule (or at once when the customer adds a new payment method); after the
-last attempt the account's extra minutes are suspended until the invoice is paid. SEPA's
+last attempt the account's extra minutes are suspended until the invoice is paid. Since
+``NEXT_ATTEMPT_PATCH`` the time of the next attempt is written to the invoice row before
+the email goes out (the email and the web app show it), and the retry waits until that
+time, however long the email took. SEPA's
 days-long pending state stays ``open`` until Stripe reports the outcome (webhook, or the
 periodic reconciliation read if the webhook was lost).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.invoicing import InvoicingActivities
+    from activities.invoicing import InvoicingActivities, NextAttempt
     from activities.notifications import NotificationActivities
     from billing.account_state import INVOICE, PAYMENT_FAILED, Notice
     from billing.rules import PlanTerms
@@ -47,6 +50,9 @@ NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=60))
 # The account is told which invoice is overdue, so that paying one of two overdue
 # invoices does not lift the suspension (before: a bare "payment_overdue" bool).
 OVERDUE_PER_INVOICE_PATCH = "overdue-per-invoice"
+# After a failed payment, record when the next attempt is due (invoice.next_attempt_at)
+# and retry at exactly that time (before: the wait started after the email was sent).
+NEXT_ATTEMPT_PATCH = "invoice-next-attempt-at"
 STRIPE_TIMEOUT = timedelta(seconds=60)
 
 
@@ -73,13 +79,19 @@ class InvoiceWorkflow:
         while invoice.status != "paid" and invoice.status != "void":
             if invoice.status == "payment_failed":
                 final = attempt >= len(input.dunning_schedule_seconds)
+                due = None
+                if workflow.patched(NEXT_ATTEMPT_PATCH):
+                    due = await self._record_next_attempt(input, attempt, final)
                 await self._notify(
                     input, invoice, PAYMENT_FAILED, key=f"attempt-{attempt}", final=final
                 )
                 if final and not suspended:
                     suspended = True
                     await self._signal_account(input, overdue=True)
-                wait = None if final else input.dunning_schedule_seconds[attempt]
+                wait: float | None = None if final else input.dunning_schedule_seconds[attempt]
+                if due is not None:  # the time the email names, however long it took
+                    # At least a second: a timer of zero is no timer at all.
+                    wait = max(1.0, (due - workflow.now()).total_seconds())
                 retry_now = await self._wait_for_news(input, wait)
                 if retry_now or (not final and not self._events):
                     attempt += 1
@@ -109,7 +121,24 @@ class InvoiceWorkflow:
         self._status = result.status
         return result
 
-    async def _wait_for_news(self, input: InvoiceInput, seconds: int | None) -> bool:
+    async def _record_next_attempt(
+        self, input: InvoiceInput, attempt: int, final: bool
+    ) -> datetime | None:
+        """Write when the next automatic attempt is due (None after the last one)."""
+        due = (
+            None
+            if final
+            else workflow.now() + timedelta(seconds=input.dunning_schedule_seconds[attempt])
+        )
+        await workflow.execute_activity_method(
+            InvoicingActivities.record_next_attempt,
+            NextAttempt(input.profile.account_id, input.period_start, due),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=NOTICE_RETRY,
+        )
+        return due
+
+    async def _wait_for_news(self, input: InvoiceInput, seconds: float | None) -> bool:
         """Wait for a webhook event, a new payment method or the timeout.
 
         Returns True when a new payment method asks for an immediate retry. Without a

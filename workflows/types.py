@@ -11,7 +11,14 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from billing.account_state import AbandonedRequest, Notice, PeriodState, ServiceEvent, UsageRecord
+from billing.account_state import (
+    AbandonedRequest,
+    Notice,
+    PeriodState,
+    PricedUsage,
+    ServiceEvent,
+    UsageRecord,
+)
 from billing.account_state import PeriodClose as PeriodClose  # its home; activities import it here
 from billing.rules import ExtraMinutesSettings, PlanTerms
 
@@ -114,6 +121,8 @@ class AccountWorkflowInput:
     # Set only when the account is created: it has settled nothing, so no ledger ids
     # need loading (any other start without a state loads them first).
     new_account: bool = False
+    # The account row's warning thresholds, for a workflow (re)created without a state.
+    alert_percents: list[int] | None = None
 
 
 @dataclass
@@ -168,12 +177,17 @@ class AbandonedRequests:
     requests: list[AbandonedRequest]
 
 
+MAX_REASON_LENGTH = 500
+
+
 @dataclass
 class SettingsChange:
     settings: ExtraMinutesSettings
     actor: str  # SETTINGS_ACTORS, "admin:<email>" or "customer:<email>" (actor_problem)
     # One id per change request, stable across retries: applied once, recorded once.
     change_id: str | None = None
+    # Why (an admin's words, for the audit trail: settings_change.reason).
+    reason: str | None = None
 
 
 @dataclass
@@ -181,6 +195,32 @@ class PaymentMethodChange:
     on_file: bool
     actor: str  # PAYMENT_ACTORS, "admin:<email>" or "customer:<email>"
     change_id: str | None = None
+    # The method in words ("Visa •••• 4242"): the change goes into the settings history
+    # and is confirmed by email. None: only whether one is on file (Stripe's webhooks).
+    method_label: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class AlertsChange:
+    """The account's warning thresholds, in percent of the limit (see
+    ``billing.account_state.alerts_problem``); the 100 % stop always notifies."""
+
+    percents: list[int]
+    actor: str  # as SettingsChange.actor
+    change_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class PlanChange:
+    """Move the account to another plan of the catalog, at once (see
+    ``PeriodState.change_plan`` for what that means for the current period)."""
+
+    plan: PlanTerms
+    actor: str  # as SettingsChange.actor
+    change_id: str | None = None
+    reason: str | None = None
 
 
 @dataclass
@@ -220,6 +260,13 @@ class AccountSnapshot:
     undelivered_notices: int = 0
     undelivered_events: int = 0
     unwritten_usage: int = 0
+    # v5: the thresholds, the price now in force and what makes up the period's cost.
+    alert_percents: list[int] = field(default_factory=lambda: [90])
+    extra_minute_price_cents: int = 0
+    monthly_fee_cents: int = 0
+    included_used_seconds: int = 0
+    priced_usage: list[PricedUsage] = field(default_factory=list)
+    settings_version: int = 0
 
 
 # --- activity inputs ----------------------------------------------------------------
@@ -244,6 +291,13 @@ class SettingsChangeRecord:
     # the workflow's settings version: the account row only ever moves to a newer one.
     change_id: str | None = None
     version: int = 0
+    # v5: what changed (extra_minutes | plan | alerts | payment_method), in words, why;
+    # and the plan and thresholds in force after the change (the account row mirrors them).
+    kind: str = "extra_minutes"
+    detail: str | None = None
+    reason: str | None = None
+    plan: str | None = None
+    alert_percents: list[int] | None = None
 
 
 @dataclass
@@ -302,6 +356,16 @@ def invoice_workflow_id(account_id: str, period_key: str) -> str:
 
 
 @dataclass
+class InvoiceLine:
+    """Extra seconds at one price (a period with a plan change has one line per price)."""
+
+    seconds: int
+    unit_price_cents: int
+    amount_cents: int  # cost_cents(seconds, unit_price_cents): the lines add up exactly
+    plan: str = ""
+
+
+@dataclass
 class InvoiceInput:
     """What the period's invoice must say; fixed when the period closes."""
 
@@ -320,6 +384,9 @@ class InvoiceInput:
     # How often an unpaid invoice is re-read from Stripe, in case a webhook was lost.
     reconcile_interval_seconds: int = 6 * 3600
     stripe_task_queue: str = "overtime-stripe"
+    # One line per price; empty: one line from extra_seconds × unit_price_cents (every
+    # period without a plan change, and every invoice started before lines existed).
+    lines: list[InvoiceLine] = field(default_factory=list)
 
 
 @dataclass

@@ -26,22 +26,32 @@
     });
   }
 
-  // Same rules as starter/web/i18n.py parse_euros / parse_minutes.
+  // Same rules as starter/web/i18n.py parse_euros / parse_minutes (the server decides;
+  // this only keeps "entspricht …" live): the page's language first ("1.000" is a
+  // thousand on a German page), the other one only when the text is malformed in it.
+  function amountIn(s, dec, group) {
+    var g = "\\" + group, d = "\\" + dec;
+    var match = new RegExp("^(\\d{1,3}(?:" + g + "\\d{3})*|\\d+)(?:" + d + "(\\d+))?$").exec(s);
+    if (!match) return undefined; // malformed in this language
+    if (match[2] && match[2].length > 2) return null; // a third decimal: not a price
+    var whole = parseInt(match[1].split(group).join(""), 10);
+    return whole * 100 + (match[2] ? parseInt((match[2] + "0").slice(0, 2), 10) : 0);
+  }
+
   function parseEuros(text) {
-    var s = String(text).replace(/[€\s\u00a0]/g, "");
-    if (!s) return null;
-    if (s.indexOf(",") >= 0 && s.indexOf(".") >= 0) {
-      s = s.lastIndexOf(",") > s.lastIndexOf(".") ? s.replace(/\./g, "").replace(",", ".") : s.replace(/,/g, "");
-    } else {
-      s = s.replace(",", ".");
-    }
-    if (!/^\d+(\.\d{1,2})?$/.test(s)) return null;
-    return Math.round(parseFloat(s) * 100);
+    var s = String(text).replace(/€|euros?|eur/gi, "").replace(/[\s\u00a0\u202f]/g, "");
+    if (!/^[0-9][0-9.,]*$/.test(s)) return null;
+    var de = lang !== "en";
+    var value = amountIn(s, de ? "," : ".", de ? "." : ",");
+    if (value === undefined) value = amountIn(s, de ? "." : ",", de ? "," : ".");
+    return value === undefined ? null : value;
   }
 
   function parseMinutes(text) {
-    var s = String(text).trim();
-    return /^\d+$/.test(s) ? parseInt(s, 10) : null;
+    var s = String(text).replace(/[\s\u00a0\u202f]+/g, " ").trim();
+    s = s.replace(/\s*(min\.?|minuten|minutes)$/i, "").replace(/ /g, "");
+    if (!/^([0-9]{1,3}([.,])[0-9]{3}(\2[0-9]{3})*|[0-9]+)$/.test(s)) return null;
+    return parseInt(s.replace(/[.,]/g, ""), 10);
   }
 
   var form = document.getElementById("extra-form");
@@ -146,11 +156,13 @@
       showError(box.dataset.unavailable);
       return;
     }
-    stripe = window.Stripe(box.dataset.key);
+    // Stripe's own texts (errors, placeholders, the mandate) in the page's language. The
+    // fake's stand-in, Stripe = (apiKey) => {...}, ignores the options it is given.
+    stripe = window.Stripe(box.dataset.key, { locale: lang });
     if (fake) {
       // localstripe's stand-in: its elements() makes card fields only; the IBAN is a
       // plain input (never sent to our server) passed to confirmSepaDebitSetup below.
-      cardElement = stripe.elements().create("card");
+      cardElement = stripe.elements({ locale: lang }).create("card");
       cardElement.mount("#card-element");
       document.querySelectorAll("#card-element input").forEach(function (input) {
         input.setAttribute("aria-label", input.getAttribute("placeholder"));

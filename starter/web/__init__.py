@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from starter.web import admin, customer, login
+from starter.web import admin, alerts, customer, login, plan, prices
 from starter.web.config import DEV_SESSION_SECRET, WebSettings
 from starter.web.pages import (
     STATIC_DIR,
@@ -43,6 +43,9 @@ def install_web(app: FastAPI, web_settings: WebSettings | None = None) -> None:
     app.include_router(login.router)
     app.include_router(customer.router)
     app.include_router(admin.router)
+    app.include_router(prices.router)
+    app.include_router(plan.router)
+    app.include_router(alerts.router)
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, _: LoginRequired) -> Response:

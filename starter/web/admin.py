@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import quote, urlencode
@@ -18,10 +18,17 @@ from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
 from billing.account_state import DISABLED_BY_CUSTOMER, DISABLED_NO_PAYMENT_METHOD
-from billing.rules import ExtraMinutesSettings, cost_cents, limit_as_cents, period_key
+from billing.rules import (
+    ExtraMinutesSettings,
+    allowed_extra_seconds,
+    cost_cents,
+    limit_as_cents,
+    period_key,
+)
 from overtime import mailer
 from overtime.db import session_scope
 from overtime.models import Account, ClosedPeriod, Invoice, Notification, UsageEntry
+from starter import customer_tokens
 from starter.errors import ApiError
 from starter.web import data, security, sessions
 from starter.web.charts import day_chart
@@ -47,6 +54,7 @@ LIVE_CONCURRENCY = 10
 LIVE_LIST_SECONDS = 5.0
 STATUSES = ("all", "accepting", "stopped", "warning", "overdue", "extra_on", "extra_off")
 SORTS = ("account", "plan", "used", "cost", "status")
+REASON_MAX = 500
 
 
 async def admin(request: Request) -> PageContext:
@@ -235,6 +243,7 @@ async def account(account_id: str, ctx: Admin, error: str | None = None) -> Resp
         logins,
         failed_webhooks,
         web_sessions,
+        admin_actions,
     ) = await asyncio.gather(
         run_in_threadpool(data.history, db, account_id),
         run_in_threadpool(data.ledger, db, account_id),
@@ -243,6 +252,7 @@ async def account(account_id: str, ctx: Admin, error: str | None = None) -> Resp
         run_in_threadpool(data.logins, db, [account_id]),
         run_in_threadpool(data.failed_webhooks, db, account_id),
         run_in_threadpool(sessions.count_account_sessions, db, account_id),
+        run_in_threadpool(data.admin_actions, db, account_id),
     )
     unit, value = "eur", ""
     if usage is not None and usage.snapshot.limit_minutes is not None:
@@ -263,6 +273,7 @@ async def account(account_id: str, ctx: Admin, error: str | None = None) -> Resp
         invoices=invoices,
         has_login=bool(logins),
         web_sessions=web_sessions,
+        admin_actions=admin_actions,
         workflow_url=temporal_ui(request, account_id),
         unit=unit,
         value=value,
@@ -285,6 +296,109 @@ async def usage_live(account_id: str, ctx: Admin) -> Response:
     )
 
 
+# --- actions: each one confirmed, with a reason for the audit trail -----------------------------
+
+
+@dataclass
+class Pending:
+    """An admin action waiting for "confirm" and a reason (admin/confirm.html)."""
+
+    account_id: str
+    action: str  # where the confirming form posts
+    title: str
+    consequences: list[str]
+    button: str
+    fields: dict[str, str] = field(default_factory=dict)  # the values posted again
+    reason: str = ""
+    error: str | None = None
+
+
+def _reason(form: object) -> tuple[str, str | None]:
+    """(reason, problem): the reason as given, and why it is not acceptable (or None)."""
+    value = form.get("reason", "")  # type: ignore[attr-defined]
+    reason = value.strip() if isinstance(value, str) else ""
+    if not reason:
+        return reason, "A reason is required; it goes into the account's audit trail."
+    if len(reason) > REASON_MAX:
+        return reason[:REASON_MAX], f"The reason has {len(reason)} characters; at most 500."
+    return reason, None
+
+
+def _confirmed(form: object, pending: Pending) -> tuple[str | None, Pending]:
+    """The reason when the action is confirmed with a valid one; else the pending page."""
+    reason, problem = _reason(form)
+    if form.get("confirm") != "1":  # type: ignore[attr-defined]
+        return None, pending
+    if problem is not None:
+        pending.reason, pending.error = reason, problem
+        return None, pending
+    return reason, pending
+
+
+def _confirm_page(ctx: PageContext, pending: Pending) -> Response:
+    return render(
+        ctx,
+        "admin/confirm.html",
+        status_code=422 if pending.error else 200,
+        pending=pending,
+        reason_max=REASON_MAX,
+    )
+
+
+async def _audit(
+    request: Request,
+    ctx: PageContext,
+    account_id: str,
+    action: str,
+    reason: str,
+    target: str | None,
+    outcome: str,
+) -> None:
+    assert ctx.user is not None
+    await run_in_threadpool(
+        data.record_admin_action,
+        db_of(request),
+        account_id,
+        ctx.user.actor,
+        action,
+        reason,
+        target,
+        outcome[:2000],
+    )
+
+
+def _setting_text(settings: ExtraMinutesSettings, t: Translator) -> str:
+    if not settings.enabled:
+        return "Off"
+    if settings.limit_minutes is not None:
+        return f"On · limit {settings.limit_minutes} min"
+    return f"On · limit {t.money(settings.limit_cents)}"
+
+
+def _limit_consequences(usage: data.Usage | None, wanted: ExtraMinutesSettings) -> list[str]:
+    if usage is None:
+        return ["The account's workflow did not answer: its current use is unknown."]
+    snapshot = usage.snapshot
+    used = (
+        f"{usage.snapshot.extra_seconds // 60} min {usage.snapshot.extra_seconds % 60} s "
+        f"of extra minutes ({mailer.format_money(snapshot.extra_cost_cents, 'en')})"
+    )
+    lines = [f"Used this period: {used}."]
+    left = snapshot.included_seconds - usage.included_used_seconds
+    if not wanted.enabled and snapshot.enabled:
+        lines.append(
+            "Calls stop at once: the included minutes are used up."
+            if left <= 0
+            else f"Calls stop once the included minutes are used up ({left // 60} min left)."
+        )
+    elif wanted.enabled and snapshot.extra_seconds > 0:
+        # A malformed limit (-1 from the form) is left to the workflow's validator.
+        if min(wanted.limit_cents or 0, wanted.limit_minutes or 0) >= 0:
+            if allowed_extra_seconds(wanted, usage.plan) <= snapshot.extra_seconds:
+                lines.append(f"Calls stop at once because the customer has already used {used}.")
+    return lines
+
+
 @router.post("/admin/accounts/{account_id}/extra-minutes")
 async def change_limit(account_id: str, ctx: Admin) -> Response:
     request = ctx.request
@@ -295,15 +409,40 @@ async def change_limit(account_id: str, ctx: Admin) -> Response:
     if form.get("enabled") == "on":
         value = str(form.get("limit_value", ""))
         if form.get("limit_unit") == "minutes":
-            minutes = parse_minutes(value)
+            minutes = parse_minutes(value, "en")
             wanted = ExtraMinutesSettings(True, None, minutes if minutes is not None else -1)
         else:
-            cents = parse_euros(value)
+            cents = parse_euros(value, "en")
             wanted = ExtraMinutesSettings(True, cents if cents is not None else -1, None)
     assert ctx.user is not None
+    service = service_of(request)
+    usage = await data.live_usage(service, db_of(request), account_id)
+    reason, pending = _confirmed(
+        form,
+        Pending(
+            account_id=account_id,
+            action=request.url.path,
+            title=f"Set extra minutes of {account_id} to: {_setting_text(wanted, ctx.t)}?",
+            consequences=_limit_consequences(usage, wanted),
+            button="Confirm: apply now",
+            fields={
+                "enabled": str(form.get("enabled", "")),
+                "limit_unit": str(form.get("limit_unit", "eur")),
+                "limit_value": str(form.get("limit_value", ""))[:32],
+            },
+        ),
+    )
+    if reason is None:
+        return _confirm_page(ctx, pending)
     try:
-        await service_of(request).change_extra_minutes(account_id, wanted, actor=ctx.user.actor)
+        # The reason lands in settings_change.reason, beside the change itself.
+        await service.change_extra_minutes(account_id, wanted, actor=ctx.user.actor, reason=reason)
     except ApiError as err:
+        # A refused change has no settings_change row: the console's own table keeps it.
+        outcome = f"refused: {err.code}: {err.detail}"
+        await _audit(
+            request, ctx, account_id, "change_limit", reason, _setting_text(wanted, ctx.t), outcome
+        )
         flash(request, f"{err.code}: {err.detail}", "error")
     else:
         flash(request, "Settings changed; the workflow applied them.")
@@ -314,19 +453,38 @@ async def change_limit(account_id: str, ctx: Admin) -> Response:
 async def set_password(account_id: str, ctx: Admin) -> Response:
     request = ctx.request
     await check_csrf(request)
+    await _account_or_404(request, account_id)
     form = await request.form()
     password = str(form.get("password", ""))
     if not 8 <= len(password) <= 256:
         flash(request, "A password needs 8 to 256 characters.", "error")
+        return RedirectResponse(f"/admin/accounts/{account_id}", status_code=303)
+    reason, pending = _confirmed(
+        form,
+        Pending(
+            account_id=account_id,
+            action=request.url.path,
+            title=f"Set a new web password for {account_id}?",
+            consequences=[
+                "The customer's other web sessions end at once; they sign in with the new password."
+            ],
+            button="Confirm: set password",
+            fields={"password": password},
+        ),
+    )
+    if reason is None:
+        return _confirm_page(ctx, pending)
+    try:
+        await run_in_threadpool(security.set_password, db_of(request), account_id, password)
+    except LookupError as err:
+        raise PageError(404, "notfound") from err
+    except ValueError as err:
+        outcome = f"refused: {err}"
+        flash(request, str(err), "error")
     else:
-        try:
-            await run_in_threadpool(security.set_password, db_of(request), account_id, password)
-        except LookupError as err:
-            raise PageError(404, "notfound") from err
-        except ValueError as err:
-            flash(request, str(err), "error")
-        else:
-            flash(request, "Password set; the customer's other sessions have ended.")
+        outcome = "password set, other sessions ended"
+        flash(request, "Password set; the customer's other sessions have ended.")
+    await _audit(request, ctx, account_id, "set_password", reason, None, outcome)
     return RedirectResponse(f"/admin/accounts/{account_id}", status_code=303)
 
 
@@ -336,8 +494,28 @@ async def end_sessions(account_id: str, ctx: Admin) -> Response:
     request = ctx.request
     await check_csrf(request)
     await _account_or_404(request, account_id)
+    form = await request.form()
+    reason, pending = _confirmed(
+        form,
+        Pending(
+            account_id=account_id,
+            action=request.url.path,
+            title=f"End every web session of {account_id}?",
+            consequences=["The customer is signed out of every browser at once."],
+            button="Confirm: end sessions",
+        ),
+    )
+    if reason is None:
+        return _confirm_page(ctx, pending)
     ended = await run_in_threadpool(sessions.end_account_sessions, db_of(request), account_id)
-    flash(request, f"Ended {ended} web session{'s' if ended != 1 else ''} of the customer.")
+    # The mobile app's sign-ins end too: "sign out everywhere" means everywhere.
+    apps = await run_in_threadpool(customer_tokens.revoke_account, db_of(request), account_id)
+    outcome = (
+        f"ended {ended} web session{'s' if ended != 1 else ''} "
+        f"and {apps} mobile sign-in{'s' if apps != 1 else ''}"
+    )
+    await _audit(request, ctx, account_id, "end_sessions", reason, None, outcome)
+    flash(request, f"{outcome.capitalize()} of the customer.")
     return RedirectResponse(f"/admin/accounts/{account_id}", status_code=303)
 
 
@@ -346,6 +524,24 @@ async def resend_notice(account_id: str, notice_id: int, ctx: Admin) -> Response
     request = ctx.request
     await check_csrf(request)
     await _account_or_404(request, account_id)
+    notice = await run_in_threadpool(_notice, db_of(request), account_id, notice_id)
+    form = await request.form()
+    reason, pending = _confirmed(
+        form,
+        Pending(
+            account_id=account_id,
+            action=request.url.path,
+            title=f"Send '{notice.subject}' to the customer again?",
+            consequences=[
+                f"An email goes to {notice.to} now, with this period's figures as they are "
+                "now; it is listed as a resent notice."
+            ],
+            button="Confirm: resend",
+        ),
+    )
+    if reason is None:
+        return _confirm_page(ctx, pending)
+    target = f"notice {notice_id} ({notice.kind})"
     snapshot = None
     try:
         snapshot = await service_of(request).snapshot(account_id)
@@ -358,10 +554,22 @@ async def resend_notice(account_id: str, notice_id: int, ctx: Admin) -> Response
     except LookupError as err:
         raise PageError(404, "notfound") from err
     except OSError as err:
+        await _audit(request, ctx, account_id, "resend_notice", reason, target, f"failed: {err}")
         flash(request, f"Could not send: {err}", "error")
     else:
+        await _audit(
+            request, ctx, account_id, "resend_notice", reason, target, f"sent to {sent.to}"
+        )
         flash(request, f"Sent '{sent.subject}' to {sent.to} again.")
     return RedirectResponse(f"/admin/accounts/{account_id}#notices", status_code=303)
+
+
+def _notice(db: str, account_id: str, notice_id: int) -> Notification:
+    with session_scope(db) as session:
+        notice = session.get(Notification, notice_id)
+    if notice is None or notice.account_id != account_id:
+        raise PageError(404, "notfound")
+    return notice
 
 
 def _resend(
@@ -477,13 +685,35 @@ async def retry_payment(account_id: str, invoice_id: int, ctx: Admin) -> Respons
     invoice = await run_in_threadpool(find)
     if invoice is None or invoice.account_id != account_id:
         raise PageError(404, "notfound")
+    form = await request.form()
+    reason, pending = _confirmed(
+        form,
+        Pending(
+            account_id=account_id,
+            action=request.url.path,
+            title=f"Charge the invoice of {ctx.t.money(invoice.amount_cents)} again now?",
+            consequences=[
+                f"Stripe charges {invoice.stripe_invoice_id or 'the invoice'} at once with the "
+                "customer's payment method on file; a decline sends the customer another "
+                "payment-failed notice."
+            ],
+            button="Confirm: retry payment",
+        ),
+    )
+    if reason is None:
+        return _confirm_page(ctx, pending)
+    target = f"invoice {invoice_id} ({invoice.stripe_invoice_id or 'no Stripe id'})"
     handle = request.app.state.temporal.get_workflow_handle(
         invoice_workflow_id(account_id, period_key(invoice.period_start))
     )
     try:
         await handle.signal(InvoiceWorkflow.payment_method_updated)
     except RPCError as err:
+        await _audit(
+            request, ctx, account_id, "retry_payment", reason, target, f"failed: {err.message}"
+        )
         flash(request, f"The invoice's workflow is not running: {err.message}", "error")
     else:
+        await _audit(request, ctx, account_id, "retry_payment", reason, target, "retry requested")
         flash(request, "Payment retry requested; the invoice workflow charges again now.")
     return RedirectResponse(f"/admin/accounts/{account_id}#invoices", status_code=303)

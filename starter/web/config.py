@@ -20,8 +20,6 @@
   Nobody is ever locked out by failures of others.
 * ``OVERTIME_WEB_TEMPORAL_UI_URL`` (``http://{temporal_host}:{temporal_ui_port}``): where
   the admin console links workflows to.
-* ``OVERTIME_WEB_UPGRADE_URL`` (``mailto:`` the sender address): where free plans are sent
-  to upgrade.
 """
 
 from __future__ import annotations
@@ -57,4 +55,3 @@ class WebSettings(BaseSettings):
     web_login_code_max_per_window: int = Field(default=5, ge=1)
     web_login_code_window_seconds: int = Field(default=3600, gt=0)
     web_temporal_ui_url: str | None = None
-    web_upgrade_url: str | None = None

@@ -28,6 +28,7 @@ form answers with the reason and keeps what was entered.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -37,9 +38,12 @@ from starlette.concurrency import run_in_threadpool
 
 from billing.rules import ExtraMinutesSettings, allowed_extra_seconds
 from starter.errors import ApiError
+from starter.services import parse_percents
 from starter.web import data
 from starter.web.charts import day_chart
-from starter.web.i18n import Translator, parse_euros, parse_minutes
+from starter.web.forecast_view import overview_forecast
+from starter.web.forms import FieldErrors, euros_field, minutes_field
+from starter.web.i18n import Translator
 from starter.web.pages import (
     LoginRequired,
     PageContext,
@@ -54,7 +58,6 @@ from starter.web.pages import (
     security_headers,
     service_of,
     settings_of,
-    web_settings_of,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -71,6 +74,15 @@ async def customer(request: Request, account_id: str) -> PageContext:
         raise PageError(404, "notfound")
     start_input = await service_of(request).load(account_id)
     t = Translator(language(request, start_input.profile.locale))
+    if not request.url.path.endswith("/usage/live"):
+        # Every page of the account shows a declined payment (app/layout.html's banner);
+        # the live panel, polled every 2 s, has no banner and skips the query.
+        request.state.failed_payments = await run_in_threadpool(
+            data.failed_payments,
+            db_of(request),
+            account_id,
+            list(settings_of(request).dunning_schedule_seconds),
+        )
     return PageContext(request, user, t, start_input)
 
 
@@ -119,7 +131,13 @@ async def _usage_values(ctx: PageContext, account_id: str) -> dict[str, object]:
 
 @router.get("/app/a/{account_id}")
 async def overview(account_id: str, ctx: Customer) -> Response:
-    return render(ctx, "app/overview.html", nav="overview", **await _usage_values(ctx, account_id))
+    values = await _usage_values(ctx, account_id)
+    assert ctx.account is not None
+    usage = values["usage"]
+    spend = overview_forecast(
+        usage if isinstance(usage, data.Usage) else None, ctx.account.profile.timezone
+    )
+    return render(ctx, "app/overview.html", nav="overview", forecast=spend, **values)
 
 
 @router.get("/app/a/{account_id}/usage/live")
@@ -148,7 +166,9 @@ def _limit_defaults(
 ) -> tuple[str, str]:
     """(unit, value) the limit fields show: the current limit, else the last one used."""
     candidates = [snapshot_settings] + [
-        ExtraMinutesSettings(True, row.new_limit_cents, row.new_limit_minutes) for row in history
+        ExtraMinutesSettings(True, row.new_limit_cents, row.new_limit_minutes)
+        for row in history
+        if row.kind == "extra_minutes"
     ]
     for settings in candidates:
         if settings.limit_minutes is not None:
@@ -165,6 +185,8 @@ async def _extra_minutes_page(
     error: str | None = None,
     status_code: int = 200,
     form: dict[str, str] | None = None,
+    confirm: Confirmation | None = None,
+    errors: FieldErrors | None = None,
 ) -> Response:
     request = ctx.request
     db = db_of(request)
@@ -196,8 +218,6 @@ async def _extra_minutes_page(
         nav="extra_minutes",
         plan=plan,
         paid_plans=[p for p in catalog.values() if p.is_paid and p.extra_minute_price_cents > 0],
-        upgrade_url=web_settings_of(request).web_upgrade_url
-        or f"mailto:{settings.mail_from.split('<')[-1].rstrip('>')}",
         usage=usage,
         enabled=enabled,
         unit=unit,
@@ -207,6 +227,8 @@ async def _extra_minutes_page(
         has_payment_method=has_payment_method,
         history=history,
         error=error,
+        errors=errors or FieldErrors(),
+        confirm=confirm,
         stripe_js_url=gateway.stripe_js_url,
         stripe_fake=not gateway.stripe_js_url.startswith("https://js.stripe.com/"),
         publishable_key=gateway.publishable_key,
@@ -214,6 +236,13 @@ async def _extra_minutes_page(
         equals=_equals(ctx.t, unit, value, plan.extra_minute_price_cents),
         max_eur=ctx.t.money(settings.max_limit_cents),
         max_minutes=ctx.t.whole_minutes(settings.max_limit_minutes),
+        # The account's warning thresholds ("50 %, 75 %, 90 %"), as the workflow has them.
+        warn_at=", ".join(
+            f"{p}\u00a0%"
+            for p in (
+                usage.snapshot.alert_percents if usage else parse_percents(row.alert_percents)
+            )
+        ),
     )
 
 
@@ -222,12 +251,69 @@ def _equals(t: Translator, unit: str, value: str, price_cents: int) -> str:
     if price_cents <= 0:
         return ""
     if unit == "minutes":
-        minutes = parse_minutes(value)
+        minutes = t.parse_minutes(value)
         return t("limit.equals_eur", amount=t.money(minutes * price_cents)) if minutes else ""
-    cents = parse_euros(value)
+    cents = t.parse_euros(value)
     if not cents or cents <= 0:
         return ""
     return t("limit.equals_minutes", minutes=t.minutes_floor(cents * 60 // price_cents))
+
+
+@dataclass
+class Confirmation:
+    """A change that stops calls (or may) waits for the customer's second "yes".
+
+    The rule is the server's: a POST without ``confirm=1`` is answered with this
+    section, whose form carries the same values again plus ``confirm=1``.
+    """
+
+    action: str  # where the confirming form posts
+    title: str
+    consequences: list[str]
+    button: str
+    fields: dict[str, str]  # the values posted again
+
+
+def _used(t: Translator, usage: data.Usage, unit: str) -> str:
+    """The extra minutes used this period, in the unit the customer set the limit in."""
+    if unit == "minutes":
+        return t("payments.used_minutes", minutes=t.minutes(usage.snapshot.extra_seconds))
+    return t.money(usage.snapshot.extra_cost_cents)
+
+
+def _switch_off_consequence(t: Translator, usage: data.Usage | None, product: str) -> str:
+    """What switching extra minutes off does to calls now."""
+    if usage is None:
+        return t("payments.off_stops_later", product=product)
+    left = usage.snapshot.included_seconds - usage.included_used_seconds
+    if left <= 0:
+        return t("payments.off_stops_now", product=product)
+    return t("payments.off_stops_when_included_used", product=product, left=t.minutes(left))
+
+
+def _limit_consequences(
+    t: Translator,
+    usage: data.Usage | None,
+    wanted: ExtraMinutesSettings,
+    unit: str,
+    product: str,
+) -> list[str]:
+    """Why a settings change needs confirming; empty when it does not."""
+    if usage is None:
+        return [_switch_off_consequence(t, usage, product)] if not wanted.enabled else []
+    snapshot = usage.snapshot
+    if not wanted.enabled:
+        if not snapshot.enabled:
+            return []
+        lines = [_switch_off_consequence(t, usage, product)]
+        if snapshot.extra_seconds:
+            lines.append(t("payments.used_stays_billed", used=_used(t, usage, unit)))
+        return lines
+    used = snapshot.extra_seconds
+    if used > 0 and allowed_extra_seconds(wanted, usage.plan) <= used:
+        # Extra seconds are only used once the included ones are gone: calls stop now.
+        return [t("payments.limit_below_use", product=product, used=_used(t, usage, unit))]
+    return []
 
 
 @router.get("/app/a/{account_id}/assistant/extra-minutes")
@@ -259,18 +345,23 @@ async def save_extra_minutes(account_id: str, ctx: Customer) -> Response:
         )
 
     if fields["enabled"] == "on":
-        if not fields["value"].strip():
-            return await again("error.limit_missing", 422)
+        # The limit's error goes to its field, in the field's one unit, in the page's
+        # number format ("1.000,50" on a German page).
+        errors = FieldErrors()
         if fields["unit"] == "minutes":
-            minutes = parse_minutes(fields["value"])
-            if minutes is None:
-                return await again("error.invalid_limit", 422)
+            minutes = minutes_field(
+                errors, t, "limit-value", fields["value"], max_minutes=settings.max_limit_minutes
+            )
             wanted = ExtraMinutesSettings(True, None, minutes)
         else:
-            cents = parse_euros(fields["value"])
-            if cents is None:
-                return await again("error.invalid_limit", 422)
+            cents = euros_field(
+                errors, t, "limit-value", fields["value"], max_cents=settings.max_limit_cents
+            )
             wanted = ExtraMinutesSettings(True, cents, None)
+        if errors:
+            return await _extra_minutes_page(
+                ctx, account_id, errors=errors, status_code=422, form=fields
+            )
     else:
         wanted = ExtraMinutesSettings(False)
     assert ctx.user is not None
@@ -279,6 +370,26 @@ async def save_extra_minutes(account_id: str, ctx: Customer) -> Response:
     unchanged = usage is not None and wanted == ExtraMinutesSettings(
         usage.snapshot.enabled, usage.snapshot.limit_cents, usage.snapshot.limit_minutes
     )
+    consequences = (
+        []
+        if unchanged or form.get("confirm") == "1"
+        else _limit_consequences(t, usage, wanted, fields["unit"], settings.product_name)
+    )
+    if consequences:
+        confirmation = Confirmation(
+            action=request.url.path,
+            title=t("payments.confirm_off_title")
+            if not wanted.enabled
+            else t("payments.confirm_limit_title"),
+            consequences=consequences,
+            button=t("payments.confirm_off") if not wanted.enabled else t("payments.confirm_limit"),
+            fields={
+                "enabled": fields["enabled"],
+                "limit_unit": fields["unit"],
+                "limit_value": fields["value"],
+            },
+        )
+        return await _extra_minutes_page(ctx, account_id, form=fields, confirm=confirmation)
     if not unchanged:
         try:
             await service.change_extra_minutes(account_id, wanted, actor=ctx.user.actor)
@@ -335,8 +446,30 @@ async def attach_payment_method(account_id: str, ctx: Customer) -> Response:
 
 @router.post("/app/a/{account_id}/payment/remove")
 async def remove_payment_method(account_id: str, ctx: Customer) -> Response:
-    await check_csrf(ctx.request)
+    request = ctx.request
+    await check_csrf(request)
     assert ctx.user is not None
+    form = await request.form()
+    if form.get("confirm") != "1":
+        t = ctx.t
+        product = settings_of(request).product_name
+        usage = await data.live_usage(service_of(request), db_of(request), account_id)
+        enabled = usage.snapshot.enabled if usage is not None else True
+        consequences = (
+            [t("payments.remove_switches_off"), _switch_off_consequence(t, usage, product)]
+            if enabled
+            else [t("payments.remove_no_extras")]
+        )
+        if getattr(request.state, "failed_payments", None):
+            consequences.append(t("payments.remove_failed_invoice"))
+        confirmation = Confirmation(
+            action=request.url.path,
+            title=t("payments.confirm_remove_title"),
+            consequences=consequences,
+            button=t("payments.confirm_remove"),
+            fields={},
+        )
+        return await _extra_minutes_page(ctx, account_id, confirm=confirmation)
     try:
         await ctx.request.app.state.payments.remove(account_id, actor=ctx.user.actor)
     except ApiError as err:
@@ -364,7 +497,8 @@ def _json_error(ctx: PageContext, err: ApiError) -> Response:
 @router.get("/app/a/{account_id}/invoices")
 async def invoices(account_id: str, ctx: Customer) -> Response:
     rows = await run_in_threadpool(data.invoices, db_of(ctx.request), account_id)
-    return render(ctx, "app/invoices.html", nav="invoices", invoices=rows)
+    failed = {f.invoice.id: f for f in getattr(ctx.request.state, "failed_payments", [])}
+    return render(ctx, "app/invoices.html", nav="invoices", invoices=rows, failed=failed)
 
 
 @router.get("/app/a/{account_id}/notices")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, or_
@@ -19,6 +19,7 @@ from billing.rules import ExtraMinutesSettings, PlanTerms, allowed_extra_seconds
 from overtime.db import as_utc, session_scope
 from overtime.models import (
     Account,
+    AdminAction,
     Invoice,
     Notification,
     SettingsChange,
@@ -48,6 +49,36 @@ def history(db: str, account_id: str, limit: int = 50) -> list[SettingsChange]:
                 .limit(limit)
             )
         )
+
+
+def admin_actions(db: str, account_id: str, limit: int = 50) -> list[AdminAction]:
+    with session_scope(db) as session:
+        return list(
+            session.exec(
+                select(AdminAction)
+                .where(AdminAction.account_id == account_id)
+                .order_by(col(AdminAction.created_at).desc(), col(AdminAction.id).desc())
+                .limit(limit)
+            )
+        )
+
+
+def record_admin_action(
+    db: str, account_id: str, actor: str, action: str, reason: str, target: str | None, outcome: str
+) -> None:
+    with session_scope(db) as session:
+        session.add(
+            AdminAction(
+                account_id=account_id,
+                actor=actor,
+                action=action,
+                target=target,
+                reason=reason,
+                outcome=outcome,
+                created_at=datetime.now(UTC),
+            )
+        )
+        session.commit()
 
 
 def ledger(db: str, account_id: str, limit: int = 200) -> list[UsageEntry]:
@@ -98,6 +129,47 @@ def invoices(db: str, account_id: str) -> list[Invoice]:
                 .order_by(col(Invoice.period_start).desc())
             )
         )
+
+
+@dataclass
+class FailedPayment:
+    """An invoice whose charge was declined, as the customer is told about it."""
+
+    invoice: Invoice
+    # When Stripe is asked again on its own; None once no retry is left (or unknown).
+    next_attempt_at: datetime | None
+    # Dunning is over: extra minutes are suspended until this invoice is paid.
+    overdue: bool
+
+    @property
+    def due_cents(self) -> int:
+        """What the customer owes: with VAT once Stripe computed it (migration 0010)."""
+        return self.invoice.total_cents if self.invoice.tax_cents else self.invoice.amount_cents
+
+
+def failed_payments(db: str, account_id: str, dunning_schedule: list[int]) -> list[FailedPayment]:
+    """Declined invoices, newest first.
+
+    ``Invoice.next_attempt_at`` (migration 0010) tells when the next automatic attempt is
+    due. Dunning is over when none is due and every attempt was made: the first charge
+    plus one per scheduled retry (an empty date alone may be a row from before 0010, or
+    one whose retry is being charged right now).
+    """
+    with session_scope(db) as session:
+        rows = list(
+            session.exec(
+                select(Invoice)
+                .where(Invoice.account_id == account_id, Invoice.status == "payment_failed")
+                .order_by(col(Invoice.period_start).desc())
+            )
+        )
+    result = []
+    for row in rows:
+        next_at = row.next_attempt_at
+        # Rows charged before 0010 have no date: the attempts made decide for them.
+        overdue = next_at is None and row.attempts > len(dunning_schedule)
+        result.append(FailedPayment(row, as_utc(next_at) if next_at else None, overdue))
+    return result
 
 
 def accounts(db: str, query: str = "", plan: str = "", limit: int = 500) -> list[Account]:

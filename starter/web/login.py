@@ -18,12 +18,15 @@ from starlette.datastructures import FormData
 
 from overtime import mailer
 from overtime.settings import Settings
+from starter import customer_tokens
 from starter.auth import admin_only
 from starter.errors import ApiError
-from starter.web import data, security, sessions
+from starter.web import data, locale_memory, security, sessions
 from starter.web.config import WebSettings
+from starter.web.forms import FieldErrors
 from starter.web.i18n import Translator
 from starter.web.pages import (
+    LANG_FROM_ACCOUNT,
     PageContext,
     admin_epoch,
     check_csrf,
@@ -171,18 +174,34 @@ async def login(request: Request) -> Response:
         return response
 
     def code_page(status: int = 200, error: str | None = None) -> Response:
+        # A wrong code is the code field's error (aria-invalid, focus back on it).
+        errors = FieldErrors()
+        if error:
+            errors.add("code", ctx.t(error))
         return render(
             ctx,
             "login.html",
             status_code=status,
             code_step=True,
-            error=ctx.t(error) if error else None,
+            errors=errors,
             next=next_url,
             email="",
         )
 
     if not security.csrf_ok(request, str(form.get(security.CSRF_FIELD, ""))):
         return again("login.expired", 403)
+    if "code" not in form:
+        # An empty field is answered at the field, before anything is counted or slowed
+        # (it guesses nothing).
+        errors = FieldErrors()
+        if not email:
+            errors.add("email", ctx.t("forms.email_missing"))
+        if not password:
+            errors.add("password", ctx.t("forms.password_missing"))
+        if errors:
+            return render(
+                ctx, "login.html", status_code=422, errors=errors, next=next_url, email=email
+            )
     web = web_settings_of(request)
     db = db_of(request)
     throttle = throttle_of(request)
@@ -247,7 +266,22 @@ async def login(request: Request) -> Response:
         return again("login.failed", 401)
     await run_in_threadpool(throttle.succeeded, db, email)
     security.start_session(request, user, epoch)  # type: ignore[arg-type]
+    await adopt_language(request, user)
     return RedirectResponse(safe_next(next_url, _home(user)), status_code=303)
+
+
+async def adopt_language(request: Request, user: security.WebUser) -> None:
+    """The session's language after sign-in: one chosen on the login page is stored on
+    the account; otherwise the account's own (starter/web/locale_memory.py)."""
+    if user.kind != "customer" or user.account_id is None:
+        return
+    lang = await run_in_threadpool(
+        locale_memory.adopt, db_of(request), user.account_id, request.session.get("lang")
+    )
+    if lang and not request.session.get("lang"):
+        request.session["lang"] = lang
+        # Not chosen in this browser: forgotten at sign-out (pages.LANG_FROM_ACCOUNT).
+        request.session[LANG_FROM_ACCOUNT] = True
 
 
 # The code mails under way. The event loop holds its tasks only weakly: without a strong
@@ -374,13 +408,18 @@ async def _code_step(
     request.session.pop("pending", None)
     user = security.WebUser(str(pending["kind"]), email, pending.get("account_id"))
     security.start_session(request, user, pending.get("epoch", 0))  # type: ignore[arg-type]
+    await adopt_language(request, user)
     return RedirectResponse(safe_next(str(form.get("next", "")), _home(user)), status_code=303)
 
 
 @router.post("/logout", include_in_schema=False)
 async def logout(request: Request) -> Response:
     await check_csrf(request)
+    from_account = request.session.get(LANG_FROM_ACCOUNT)
     security.end_session(request)  # a new id; the old row is deleted (copied cookies too)
+    if from_account:
+        # The account's language, not one chosen here: the signed-out browser keeps nothing.
+        request.session.pop("lang", None)
     return RedirectResponse("/login", status_code=303)
 
 
@@ -413,6 +452,8 @@ async def set_password(account_id: str, body: PasswordIn, request: Request) -> R
 
 class SessionsEnded(BaseModel):
     ended: int
+    # The mobile app's sign-ins (customer API tokens) ended with them.
+    api_sign_ins_ended: int = 0
 
 
 @router.delete(
@@ -420,17 +461,24 @@ class SessionsEnded(BaseModel):
     response_model=SessionsEnded,
     dependencies=[admin_only],
     tags=["web app"],
-    summary="End every web-app session of a customer",
+    summary="End every web-app session and mobile-app sign-in of a customer",
 )
 async def end_sessions(account_id: str, request: Request) -> SessionsEnded:
     """Signs the customer out of every browser at once (their cookies stop working); the
-    password stays. Answers how many sessions were ended."""
+    password stays. The mobile app's tokens are revoked too. Answers how many web
+    sessions and mobile-app sign-ins were ended."""
     db = db_of(request)
     if await run_in_threadpool(data.account, db, account_id) is None:
         raise ApiError(404, "unknown_account", f"no account {account_id!r}")
     ended = await run_in_threadpool(sessions.end_account_sessions, db, account_id)
+    tokens = await run_in_threadpool(customer_tokens.revoke_account, db, account_id)
     log.info(
         "web sessions ended by the admin",
-        extra={"event": "web_sessions_ended", "account_id": account_id, "ended": ended},
+        extra={
+            "event": "web_sessions_ended",
+            "account_id": account_id,
+            "ended": ended,
+            "api_sign_ins_ended": tokens,
+        },
     )
-    return SessionsEnded(ended=ended)
+    return SessionsEnded(ended=ended, api_sign_ins_ended=tokens)

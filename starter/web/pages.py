@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -14,12 +14,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from overtime.catalog import TaxTerms, load_tax
 from overtime.settings import Settings
 from overtime.stripe_gateway import StripeGateway
 from starter.services import AccountService
-from starter.web import security
+from starter.web import locale_memory, security
 from starter.web.config import WebSettings
-from starter.web.i18n import Translator, pick_language
+from starter.web.i18n import LANGUAGES, Translator, pick_language
 from workflows.types import AccountWorkflowInput
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "overtime" / "templates" / "web"
@@ -70,9 +71,19 @@ def db_of(request: Request) -> str:
     return settings_of(request).resolved_database_url()
 
 
+def tax_of(request: Request) -> TaxTerms:
+    """How the catalog's prices are meant (net or gross, the VAT rate); read once per file."""
+    return load_tax(settings_of(request).plans_file)
+
+
 def admin_epoch(web: WebSettings) -> str:
     """Changes with the admin's credentials, so changing them ends admin sessions."""
     return hashlib.sha256(f"{web.admin_email}\0{web.admin_password}".encode()).hexdigest()[:16]
+
+
+# Set beside the session's "lang" when sign-in took it from the account (not chosen in
+# this browser): signing out then forgets it, so a signed-out browser keeps no cookie.
+LANG_FROM_ACCOUNT = "lang_from_account"
 
 
 async def current_user(request: Request) -> security.WebUser | None:
@@ -81,13 +92,28 @@ async def current_user(request: Request) -> security.WebUser | None:
     ):
         security.end_session(request)
         return None
-    return await run_in_threadpool(security.session_user, request, db_of(request))
+    user = await run_in_threadpool(security.session_user, request, db_of(request))
+    wanted = request.query_params.get("lang")
+    if (
+        user is not None
+        and user.kind == "customer"
+        and user.account_id is not None
+        and wanted in LANGUAGES
+        and wanted != request.session.get("lang")
+    ):
+        # The customer switched the page language: remember it for the account
+        # (later sign-ins, error pages and emails follow it; starter/web/locale_memory.py).
+        await run_in_threadpool(locale_memory.remember, db_of(request), user.account_id, wanted)
+        request.session["lang"] = wanted
+        request.session.pop(LANG_FROM_ACCOUNT, None)
+    return user
 
 
 def language(request: Request, account_locale: str | None = None) -> str:
     wanted = request.query_params.get("lang")
     if wanted in ("de", "en"):
         request.session["lang"] = wanted
+        request.session.pop(LANG_FROM_ACCOUNT, None)
     return pick_language(request.session.get("lang"), account_locale)
 
 
@@ -204,11 +230,22 @@ def render(ctx: PageContext, template: str, status_code: int = 200, **values: An
             "product": settings.product_name,
             "htmx": HTMX,
             "flash": pop_flash(request),
+            # Every price a page shows carries it: "zzgl. 19 % MwSt." / "incl. 19% VAT".
+            "tax_note": tax_of(request).note(ctx.t.lang),
+            # An invoice's total is what was charged, VAT included, whatever the catalog says.
+            "tax_note_gross": replace(tax_of(request), prices="gross").note(ctx.t.lang),
             **values,
         },
         status_code=status_code,
     )
     return security_headers(request, response)  # type: ignore[return-value]
+
+
+def wants_web_page(request: Request) -> bool:
+    """A browser asking for a web-app page (not an API client): gets HTML errors."""
+    return request.url.path.startswith(("/app", "/admin")) and "text/html" in request.headers.get(
+        "accept", ""
+    )
 
 
 async def error_page(request: Request, status: int, kind: str) -> HTMLResponse:

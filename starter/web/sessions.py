@@ -5,9 +5,9 @@
   HMAC-SHA256(``web_session_secret``, id), so a copy of the database opens no session
   (and a new secret ends every session).
 * Only the web app's pages (``is_web_path``: ``/``, ``/login``, ``/logout``, ``/app…``,
-  ``/admin…``) have sessions, and only a cookie of the shape of ``token_urlsafe(32)`` is
-  looked up: the telephony API, static files, health and metrics never query the table,
-  whatever cookie a browser sends along.
+  ``/admin…``, the price overview ``/preise`` and ``/prices``) have sessions, and only a
+  cookie of the shape of ``token_urlsafe(32)`` is looked up: the telephony API, static
+  files, health and metrics never query the table, whatever cookie a browser sends along.
 * ``request.session`` is a plain dict as with Starlette's ``SessionMiddleware``; the
   middleware writes it back only when it changed. ``kind``/``email``/``account_id`` (who
   is signed in), ``csrf`` and ``lang`` have columns, other keys (``epoch``, ``flash``, a
@@ -63,7 +63,8 @@ TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 # Everything else (/v1/* on the telephony hot path, /static/*, /healthz, /livez, /metrics,
 # /codec, /openapi.json, /docs) never reads request.session, so a cookie a browser sends
 # along there must not cost a database query.
-WEB_PATHS = frozenset({"/", "/login", "/logout", "/app", "/admin"})
+# The public price overview (starter/web/prices.py) is a page too: it remembers ?lang=.
+WEB_PATHS = frozenset({"/", "/login", "/logout", "/app", "/admin", "/preise", "/prices"})
 WEB_PREFIXES = ("/app/", "/admin/")
 
 log = logging.getLogger(__name__)
