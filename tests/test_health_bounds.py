@@ -182,7 +182,7 @@ async def test_a_fatal_temporal_worker_error_ends_the_worker_process_run(
     loop = asyncio.get_running_loop()
     monkeypatch.setattr(loop, "add_signal_handler", lambda *_: None)
     with pytest.raises(RuntimeError, match="simulated fatal worker error"):
-        await asyncio.wait_for(worker_module.run(own), timeout=30)
+        await asyncio.wait_for(worker_module.run(own), timeout=90)  # a loaded CI machine
 
 
 async def test_a_stuck_probe_gets_one_fresh_probe_beside_it_never_more(
