@@ -38,8 +38,13 @@ async def test_each_threshold_warns_once_and_one_call_across_two_warns_once(
         )
     )
     assert len(warnings) == 2
-    kinds = [n["kind"] for n in await api.notifications(account)]
-    assert kinds.count("limit_warning") == 2
+
+    # The rows are written once the mail server accepted each message: a moment later.
+    async def two_recorded() -> bool:
+        kinds = [n["kind"] for n in await api.notifications(account)]
+        return kinds.count("limit_warning") == 2
+
+    await eventually(two_recorded, timeout=10)
 
 
 async def test_refused_thresholds_or_recipients_change_nothing(api: Api) -> None:
