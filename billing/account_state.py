@@ -59,6 +59,7 @@ EXTRA_DISABLED = "extra_minutes_disabled"
 EXTRA_ENABLED = "extra_minutes_enabled"
 PAYMENT_METHOD_CHANGED = "payment_method_changed"
 PLAN_CHANGED = "plan_changed"
+CONFIRMATIONS = frozenset({EXTRA_ENABLED, PAYMENT_METHOD_CHANGED, PLAN_CHANGED})
 
 # Stop reasons (the API's "stop_reason" and authorisation "reason").
 REASON_LIMIT = "limit_reached"

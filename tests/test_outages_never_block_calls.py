@@ -13,6 +13,7 @@ from collections import Counter
 
 from sqlmodel import select
 
+from billing.account_state import CONFIRMATIONS
 from devstack.mail_catcher import CaughtMail, MailCatcher
 from overtime.db import session_scope
 from overtime.models import ClosedPeriod
@@ -91,9 +92,6 @@ async def test_smtp_and_webhook_down_across_a_period_close(
     events = webhook_receiver.for_account(account)
     assert [e["type"] for e in events] == ["service.stopped", "service.resumed"]
     assert len({e["id"] for e in events}) == len(events)
-
-
-CONFIRMATIONS = {"payment_method_changed", "extra_minutes_enabled", "plan_changed"}
 
 
 def limit_mail(mail: MailCatcher, email: str) -> list[CaughtMail]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlmodel import select
 
+from billing.account_state import CONFIRMATIONS
 from devstack.mail_catcher import MailCatcher
 from overtime.db import session_scope
 from overtime.models import SettingsChange, UsageEntry
@@ -26,10 +27,6 @@ async def use_up_included(api: Api, account: str) -> None:
 def ledger_rows(api: Api, account: str) -> list[UsageEntry]:
     with session_scope(api.settings.resolved_database_url()) as session:
         return list(session.exec(select(UsageEntry).where(UsageEntry.account_id == account)))
-
-
-# Confirmations every customer gets on the way (payment method added, switched on).
-CONFIRMATIONS = {"payment_method_changed", "extra_minutes_enabled", "plan_changed"}
 
 
 async def notice_kinds(api: Api, account: str, *, confirmations: bool = False) -> list[str]:

@@ -35,6 +35,7 @@ from hypothesis.stateful import (
 )
 from sqlmodel import select
 
+from billing.account_state import CONFIRMATIONS
 from overtime.db import session_scope
 from overtime.models import UsageEntry
 from tests.conftest import Api
@@ -97,8 +98,7 @@ class Http:
         assert response.status_code == 200, response.text
         # The model knows the limit notices; the confirmations (payment method added,
         # switched on) are checked in tests/test_scenarios.py.
-        confirmations = {"payment_method_changed", "extra_minutes_enabled", "plan_changed"}
-        return [n["kind"] for n in response.json() if n["kind"] not in confirmations]
+        return [n["kind"] for n in response.json() if n["kind"] not in CONFIRMATIONS]
 
     def create_account(self) -> str:
         account = f"acct-{uuid.uuid4().hex[:12]}"
