@@ -22,13 +22,27 @@ Gaps measured with stripe 16.1.0 (API 2026-10-28.endive) and how the proxy fills
   replays it for the same key with ``Idempotent-Replayed: true``; the same key with
   other method, path or parameters gets Stripe's 400 ``idempotency_error``; a key that
   is still in flight gets 409. Injected faults are never stored, so a retry reaches the
-  backend exactly like a retry after a lost connection would.
+  backend exactly like a retry after a lost connection would. Like Stripe, a request
+  refused before it began executing (a 400/404 ``invalid_request_error`` naming its
+  ``param``, a 401) is not stored either: the corrected retry with the same key runs.
 * **Test payment-method ids** (``pm_card_visa`` is re-created on every *read* by
-  localstripe, the rest are 404): ids from ``MAGIC_PAYMENT_METHODS`` are replaced, in
-  the path and in ``payment_method`` / ``default_payment_method`` parameters, by a real
-  localstripe PaymentMethod built from the matching test card or IBAN, memoised per
-  (test id, customer). localstripe labels every card ``visa``; the proxy remembers the
-  brand of cards it saw being created and corrects ``card.brand`` in responses.
+  localstripe, the rest are 404): ids from ``MAGIC_PAYMENT_METHODS`` (Stripe's documented
+  ids, https://docs.stripe.com/testing; anything else, e.g. the old ``pm_sepa_debit``, is a
+  404 ``resource_missing``) are replaced, in the path and in ``payment_method`` /
+  ``default_payment_method`` parameters, by a real localstripe PaymentMethod built from
+  the matching test card or IBAN, memoised per (test id, customer). They mean what they
+  mean at Stripe (``devstack/fake_stripe_payments.py`` has the tables): the decline cards
+  (``pm_card_visa_chargeDeclined``, its legacy alias ``pm_card_chargeDeclined``,
+  ``…InsufficientFunds``, ``…LostCard``, ``…StolenCard``, ``…ExpiredCard``,
+  ``…IncorrectCvc``, ``…ProcessingError``) are refused already at attach, SetupIntent
+  confirm (also the Stripe.js stand-in's typed card) and ``/pay`` with a 402 ``card_error``
+  carrying Stripe's ``code``, ``decline_code`` and ``doc_url``, nothing attached and the
+  SetupIntent left ``requires_payment_method`` with ``last_setup_error``;
+  ``pm_card_chargeCustomerFail`` attaches and fails every charge;
+  ``pm_card_authenticationRequired`` fails off-session with ``authentication_required``.
+  Outcomes follow the card number / IBAN (by fingerprint), so typed test numbers behave
+  like their ids. localstripe labels every card ``visa``; the proxy remembers the brand of
+  cards it saw being created and corrects ``card.brand`` in responses.
 * **Standalone invoices** (``POST /v1/invoices`` without a subscription is a 404 "No
   upcoming invoices", ``collection_method``/``auto_advance`` are a 500, ``/finalize`` is a
   404, search does not exist). The proxy owns invoices: create (draft, pending items
@@ -37,16 +51,48 @@ Gaps measured with stripe 16.1.0 (API 2026-10-28.endive) and how the proxy fills
   ``/v1/invoices/search``, in Stripe's object shape including the ``payments`` list
   (expandable down to ``payments.data.payment.payment_intent``). Invoice items are
   still created in localstripe (its validation of customer, amount and currency
-  applies) and then attached to the emulated invoice. ``/pay`` charges through a real
-  localstripe PaymentIntent (``confirm``, ``off_session``), so test cards decline with
-  a 402 ``card_error`` (as Stripe does since 2017-12-14), SEPA debits settle or fail
-  the way localstripe's charges do (``DE62...3001`` fails 0.5 s later), and an invoice's
-  state is re-derived from its PaymentIntent whenever it is read.
+  applies) and then attached to the emulated invoice.
+* **Invoice PaymentIntents** (localstripe cannot confirm a PaymentIntent twice): as at
+  Stripe, finalising an invoice creates its PaymentIntent (``requires_payment_method``,
+  the amount due, ``payment_method_types`` card + sepa_debit; a zero invoice is paid at
+  once, without one) and every ``/pay`` confirms that same intent, so an invoice has one
+  ``invoice_payment``. A decline is a 402 ``card_error`` (as Stripe does since 2017-12-14)
+  and leaves the intent ``requires_payment_method`` with ``last_payment_error``. Each
+  attempt makes a Charge. The proxy owns these intents and charges and serves them by
+  ``GET /v1/payment_intents[/{id}]`` and ``GET /v1/charges[/{id}]`` (lists filtered by
+  ``customer``, merged with localstripe's own).
+* **SEPA debits stay processing**: the intent is ``processing`` and the invoice ``open``
+  (another ``/pay`` is a 400 ``invoice_payment_intent_requires_action``) until a timer on
+  the proxy loop settles it after ``sepa_processing_seconds`` (the "Delayed" test IBANs:
+  ``sepa_delayed_processing_seconds``), with events, whether or not anybody reads:
+  ``pm_success_de`` / ``pm_successDelayed_de`` succeed, ``pm_failed_de`` /
+  ``pm_failedDelayed_de`` fail with ``generic_decline``, ``pm_insufficientFunds_de`` with
+  ``insufficient_funds`` (the raw DE test IBANs the same). Invoice changes emit
+  ``invoice.*``, ``invoice_payment.paid`` and ``payment_intent.*`` events.
+* **Events and webhooks** (localstripe's own events are customer.* and its own
+  PaymentIntents', and its webhooks need its config API): the proxy owns
+  ``GET /v1/events[/{id}]`` (``fake_stripe_events``: Stripe's event shape for the pinned
+  API version, newest first, ``type`` / ``types`` / ``created`` / ``delivery_success``
+  filters, cursor pages) and, after ``forward_webhooks(url, secret)`` or
+  ``--forward-webhooks URL --webhook-secret S`` (what ``stripe listen --forward-to`` does),
+  POSTs each new event signed (``Stripe-Signature``) as Stripe does: at least once
+  (retried with backoff on non-2xx or no answer), out of order
+  (``webhook_max_jitter_seconds``), sometimes twice (``webhook_duplicate_rate``), from a
+  seeded RNG (``webhook_seed``). ``webhook_deliveries`` logs every attempt.
 * **Customer search** (``/v1/customers/search``, 404 in localstripe): emulated over
   localstripe's customer list. Both search endpoints understand Stripe's query language
   for what we use: ``field:'v'``, ``metadata['k']:'v'``, ``~`` substring, ``-``
-  negation, numeric ``> < >= <=``, ``null``, joined by ``AND`` or ``OR``. Real search is
-  eventually consistent (about a minute); ``search_visibility_delay`` reproduces that.
+  negation, numeric ``> < >= <=``, ``null``, joined by ``AND`` or ``OR``, on the fields
+  Stripe lets each resource be searched by (``SEARCHABLE_FIELDS``; others are Stripe's
+  400). Real search is eventually consistent (under a minute); ``search_visibility_delay``
+  reproduces that, on by default (``DEFAULT_SEARCH_VISIBILITY_DELAY``).
+* **Shapes of the pinned API version**: every JSON body leaving the proxy passes
+  ``fake_stripe_shapes.conform`` (fields Stripe removed dropped, fields it always sends
+  filled) and error bodies ``conform_error`` (``resource_missing`` + ``param`` on 404s,
+  ``doc_url``, ``request_log_url``; every answer has a ``Request-Id``). A deleted customer
+  reads as ``{id, object, deleted}``, not a 404. ``GET /v1/payment_methods?customer=`` and
+  ``GET /v1/customers/{id}/payment_methods`` list every type (``type`` optional), newest
+  first. ``tests/contract`` proves the shapes against the SDK's own classes.
 * **Speed at benchmark sizes**: localstripe lists a type by scanning its whole store, and a
   customer search over its full list exports every customer as JSON, so thousands of
   accounts made set-up quadratic (one core saturated by the fake). The backend indexes its
@@ -78,10 +124,8 @@ Gaps measured with stripe 16.1.0 (API 2026-10-28.endive) and how the proxy fills
   SetupIntent that succeeds attaches its PaymentMethod to its customer, and detaching a
   PaymentMethod clears it as the customer's default (localstripe does neither).
 * Not filled (the gateway does not use them): Prices, billing meters, subscriptions
-  through the proxy's invoice store, webhooks for emulated invoices, listing
-  ``/v1/payment_methods?type=sepa_debit`` (localstripe lists cards only), decline codes
-  other than ``card_declined``, SEPA debits that stay "processing" for days (localstripe
-  settles them at once, or fails them after 0.5 s).
+  through the proxy's invoice store, customer.* events, confirming or
+  changing an invoice's PaymentIntent directly (400; pay the invoice), refunds.
 
 Reliability testing: ``inject_faults(status=500|429|…, count=N, path_prefix=…)`` makes the
 next N matching requests fail with a Stripe-shaped error before they reach the backend
@@ -116,7 +160,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
@@ -127,34 +171,32 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 from aiohttp import web
 
+from devstack.fake_stripe_events import (
+    EventBus,
+    EventListError,
+    WebhookDelivery,
+    WebhookSettings,
+)
+from devstack.fake_stripe_payments import (
+    MAGIC_PAYMENT_METHODS,
+    InvoicePayments,
+    StripeTestCard,
+)
+from devstack.fake_stripe_shapes import conform, conform_error
 from devstack.processes import stop_process
 
 Json = dict[str, Any]
 
 DEFAULT_PUBLISHABLE_KEY = "pk_test_overtime"
 
-# Stripe's documented test PaymentMethod ids, mapped onto cards/IBANs localstripe knows.
-# pm_card_chargeDeclined deliberately uses 4000000000000341 (attaches, every charge
-# declines) rather than ...0002 (declines already on attach in localstripe), because
-# "saved fine, declined at period end" is the case billing has to handle.
+# Stripe's search trails writes ("under normal operating conditions, data is searchable
+# in under 1 minute", https://docs.stripe.com/search#data-freshness). Tests get a lag by
+# default, short enough to wait out, long enough that read-after-write through search
+# fails in the tests as it would against Stripe.
+DEFAULT_SEARCH_VISIBILITY_DELAY = 1.0
+
+# Test cards are created with this expiry (Stripe: any future date, any CVC).
 _CARD_EXPIRY = {"exp_month": "12", "exp_year": "2034", "cvc": "123"}
-MAGIC_PAYMENT_METHODS: dict[str, Json] = {
-    "pm_card_visa": {"type": "card", "number": "4242424242424242", "brand": "visa"},
-    "pm_card_visa_debit": {"type": "card", "number": "4000056655665556", "brand": "visa"},
-    "pm_card_mastercard": {"type": "card", "number": "5555555555554444", "brand": "mastercard"},
-    "pm_card_chargeDeclined": {"type": "card", "number": "4000000000000341", "brand": "visa"},
-    "pm_card_chargeCustomerFail": {"type": "card", "number": "4000000000000341", "brand": "visa"},
-    "pm_card_visa_chargeDeclined": {"type": "card", "number": "4000000000000002", "brand": "visa"},
-    "pm_card_authenticationRequired": {
-        "type": "card",
-        "number": "4000002760003184",
-        "brand": "visa",
-    },
-    "pm_sepa_debit": {"type": "sepa_debit", "iban": "DE89370400440532013000"},
-    "pm_sepa_debit_DE": {"type": "sepa_debit", "iban": "DE89370400440532013000"},
-    # localstripe fails charges from this IBAN asynchronously (0.5 s after "processing").
-    "pm_sepa_debit_failed": {"type": "sepa_debit", "iban": "DE62370400440532013001"},
-}
 
 # Runs inside the child process; see the module docstring for why not the CLI script.
 _BACKEND_BOOTSTRAP = r"""
@@ -199,6 +241,21 @@ resources.Store.__setitem__ = _setitem
 resources.Store.__delitem__ = _delitem
 resources.Store.clear = _clear
 resources.StripeObject._api_list_all = classmethod(_list_all)
+
+# localstripe lists a customer's cards only; Stripe lists every type, or the one asked for
+# (type is optional), newest first.
+def _list_payment_methods(cls, url, customer=None, type=None, limit=None, starting_after=None):
+    if not (isinstance(customer, str) and customer.startswith("cus_")):
+        raise resources.UserError(400, "Bad request")
+    resources.Customer._api_retrieve(customer)  # 404 for an unknown customer
+    li = resources.List(url, limit=limit, starting_after=starting_after)
+    li._list = [
+        pm for pm in reversed(list(_by_type.get("payment_method", {}).values()))
+        if pm.customer == customer and type in (None, pm.type)
+    ]
+    return li
+
+resources.PaymentMethod._api_list_all = classmethod(_list_payment_methods)
 
 def _exit_with_parent():
     sys.stdin.buffer.read()  # EOF once the parent has closed the pipe or died
@@ -267,6 +324,22 @@ class StripeApiError(Exception):
         if param is not None:
             error["param"] = param
         self.reply = _json_reply(status, {"error": error})
+
+
+def _executed(reply: _Reply) -> bool:
+    """Whether Stripe would store this answer under its idempotency key. It stores the
+    result of every request that began executing, failures included (a decline replays
+    as a decline), but not one refused before: a parameter that failed validation (a 400
+    or 404 ``invalid_request_error`` naming its ``param``) or a refused API key
+    (https://docs.stripe.com/api/idempotent_requests)."""
+    if reply.status == 401:
+        return False
+    if reply.status not in (400, 404):
+        return True
+    error = (reply.json() or {}).get("error")
+    if not isinstance(error, dict) or error.get("type") != "invalid_request_error":
+        return True
+    return not error.get("param")
 
 
 def _missing(kind: str, object_id: str, param: str = "id") -> StripeApiError:
@@ -488,11 +561,57 @@ def _parse_query(query: str) -> tuple[str, list[_Clause]]:
     return (connectives.pop() if connectives else "AND"), clauses
 
 
+# The fields Stripe's search accepts per resource; any other field is Stripe's 400
+# (https://docs.stripe.com/search#query-fields-for-customers, …#query-fields-for-invoices).
+SEARCHABLE_FIELDS: dict[str, frozenset[str]] = {
+    "customers": frozenset({"created", "email", "metadata", "name", "phone"}),
+    "invoices": frozenset(
+        {
+            "created",
+            "currency",
+            "customer",
+            "last_finalization_error_code",
+            "metadata",
+            "number",
+            "receipt_number",
+            "status",
+            "subscription",
+            "total",
+        }
+    ),
+}
+
+# Query fields that are not top-level fields of the object: where their value lives.
+_SEARCH_FIELD_PATHS: dict[str, tuple[str, ...]] = {
+    "last_finalization_error_code": ("last_finalization_error", "code"),
+    "subscription": ("parent", "subscription_details", "subscription"),
+}
+
+
+def _search_clauses(query: str, resource: str) -> tuple[str, list[_Clause]]:
+    """``_parse_query`` plus Stripe's refusal of fields that ``resource`` cannot be
+    searched by."""
+    connective, clauses = _parse_query(query)
+    allowed = SEARCHABLE_FIELDS[resource]
+    for clause in clauses:
+        if clause.field not in allowed:
+            raise StripeApiError(
+                400,
+                f"Field '{clause.field}' is an unsupported search field for resource "
+                f"'{resource}'. See https://stripe.com/docs/search#query-fields-for-{resource} "
+                "for a list of supported fields.",
+                param="query",
+            )
+    return connective, clauses
+
+
 def _clause_matches(clause: _Clause, obj: Json) -> bool:
     if clause.metadata_key is not None:
         actual: Any = (obj.get("metadata") or {}).get(clause.metadata_key)
     else:
-        actual = obj.get(clause.field)
+        actual = obj
+        for step in _SEARCH_FIELD_PATHS.get(clause.field, (clause.field,)):
+            actual = actual.get(step) if isinstance(actual, dict) else None
         if isinstance(actual, dict):  # an expanded object: compare its id
             actual = actual.get("id")
     wanted = clause.value
@@ -515,8 +634,8 @@ def _clause_matches(clause: _Clause, obj: Json) -> bool:
     return not result if clause.negate else result
 
 
-def _search_filter(query: str, objects: list[Json]) -> list[Json]:
-    connective, clauses = _parse_query(query)
+def _search_filter(query: str, objects: list[Json], resource: str) -> list[Json]:
+    connective, clauses = _search_clauses(query, resource)
     combine = all if connective == "AND" else any
     return [o for o in objects if combine(_clause_matches(c, o) for c in clauses)]
 
@@ -550,11 +669,8 @@ def _search_page(path: str, params: Json, matches: list[Json]) -> Json:
 
 @dataclass
 class _Payment:
-    """An invoice payment attempt, backed by one localstripe PaymentIntent.
-
-    Real Stripe re-confirms one PaymentIntent per invoice; localstripe cannot re-confirm
-    a failed one, so every attempt here gets its own and the latest decides the state.
-    """
+    """The invoice's one ``invoice_payment``: its PaymentIntent (proxy-owned, see
+    fake_stripe_payments) is created at finalisation and confirmed by every attempt."""
 
     id: str
     payment_intent: str
@@ -673,6 +789,8 @@ class _StoredResponse:
     reply: _Reply
 
 
+_PAYMENT_METHOD_LIST_PARAMS = {"type", "limit", "starting_after", "expand", "allow_redisplay"}
+
 _INVOICE_EXPANDABLE = {
     "payments",
     "payments.data.payment.payment_intent",
@@ -712,7 +830,11 @@ class _Emulator:
         self.tax_percentages: dict[str, Decimal] = {}  # exact, as given (JSON has floats)
         # Pending items (no invoice yet) keep their rates here until an invoice takes them.
         self.pending_item_rates: dict[str, list[str]] = {}
+        # Stripe's events (fake_stripe_events): emit() at every change Stripe announces.
+        self.events = EventBus()
         self.routes: list[tuple[str, re.Pattern[str], Callable[..., Awaitable[_Reply]]]] = [
+            ("GET", re.compile(r"/v1/events"), self.list_events),
+            ("GET", re.compile(r"/v1/events/(?P<id>[^/]+)"), self.retrieve_event),
             ("POST", re.compile(r"/v1/tax_rates"), self.create_tax_rate),
             ("GET", re.compile(r"/v1/tax_rates"), self.list_tax_rates),
             ("GET", re.compile(r"/v1/tax_rates/(?P<id>txr_\w+)"), self.retrieve_tax_rate),
@@ -735,7 +857,18 @@ class _Emulator:
             ),
             ("POST", re.compile(r"/v1/invoiceitems"), self.create_invoice_item),
             ("DELETE", re.compile(r"/v1/invoiceitems/(?P<id>ii_\w+)"), self.delete_invoice_item),
+            ("GET", re.compile(r"/v1/payment_methods"), self.list_payment_methods),
+            (
+                "GET",
+                re.compile(r"/v1/customers/(?P<id>cus_\w+)/payment_methods"),
+                self.list_customer_payment_methods,
+            ),
+            ("GET", re.compile(r"/v1/customers/(?P<id>cus_\w+)"), self.retrieve_deleted_customer),
         ]
+        self.deleted_customers: set[str] = set()
+        # Invoice PaymentIntents, test payment methods, SEPA timers (fake_stripe_payments).
+        self.payments = InvoicePayments(self)
+        self.routes.extend(self.payments.routes())
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -803,7 +936,8 @@ class _Emulator:
                     reply = await self.dispatch(ctx)
                 finally:
                     self.in_flight.discard(scope)
-                self.idempotency[scope] = _StoredResponse(fingerprint, reply)
+                if _executed(reply):
+                    self.idempotency[scope] = _StoredResponse(fingerprint, reply)
         else:
             reply = await self.dispatch(ctx)
 
@@ -821,9 +955,21 @@ class _Emulator:
             headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS, DELETE"
         mime, _, rest = reply.content_type.partition(";")
         charset = re.search(r"charset=([\w-]+)", rest)
+        body = reply.body
+        if request.path.startswith("/v1/"):
+            # Stripe's shapes for the pinned API version (devstack/fake_stripe_shapes.py),
+            # whoever built the body: localstripe, the emulation or a stored replay.
+            request_id = headers.setdefault("Request-Id", _new_id("req_"))
+            payload = reply.json()
+            if payload is not None:
+                if set(payload) == {"error"} and isinstance(payload["error"], dict):
+                    payload = conform_error(payload, reply.status, request_id)
+                else:
+                    payload = conform(payload)
+                body = json.dumps(payload, indent=2, sort_keys=True).encode()
         return web.Response(
             status=reply.status,
-            body=reply.body,
+            body=body,
             content_type=mime.strip() or "application/octet-stream",
             charset=charset.group(1) if charset else None,
             headers=headers,
@@ -1000,6 +1146,22 @@ class _Emulator:
             body = await response.read()
             return _Reply(response.status, body, response.headers.get("Content-Type", ""))
 
+    # -- events (the store is fake_stripe_events.EventBus) -----------------------------
+
+    async def list_events(self, ctx: _Ctx) -> _Reply:
+        try:
+            return _json_reply(200, self.events.page(ctx.query))
+        except EventListError as error:
+            raise StripeApiError(
+                error.status, str(error), code=error.code, param=error.param
+            ) from error
+
+    async def retrieve_event(self, ctx: _Ctx, id: str) -> _Reply:
+        event = self.events.get(id)
+        if event is None:
+            raise _missing("event", id)
+        return _json_reply(200, event)
+
     # -- pass-through with gap fixes ---------------------------------------------------
 
     async def passthrough(self, ctx: _Ctx) -> _Reply:
@@ -1043,6 +1205,22 @@ class _Emulator:
                     400, "Invalid mandate_data.customer_acceptance", param="mandate_data"
                 )
             params = {k: v for k, v in params.items() if k != "mandate_data"}
+            modified = True
+        intent_write = re.fullmatch(r"/v1/(setup|payment)_intents(/\w+(/confirm)?)?", path)
+        if ctx.method == "POST" and intent_write and "payment_method_types" in params:
+            raise StripeApiError(
+                400,
+                "payment_method_types is no longer supported on this API version; use "
+                "allowed_payment_method_types or excluded_payment_method_types "
+                "(https://docs.stripe.com/changelog/endive/2026-09-30/removes-the-payment-"
+                "method-types-parameter-from-payment-intents-and-setup-intents).",
+                code="payment_method_types_no_longer_supported",
+                param="payment_method_types",
+            )
+        if ctx.method == "POST" and intent_write and "allowed_payment_method_types" in params:
+            # The pinned API's name for the list; localstripe knows only the old one.
+            params = dict(params)
+            params["payment_method_types"] = params.pop("allowed_payment_method_types")
             modified = True
 
         exempt: str | None = None
@@ -1091,6 +1269,7 @@ class _Emulator:
             }
         if ctx.method == "DELETE" and re.fullmatch(r"/v1/customers/cus_\w+", path):
             self.customer_index.pop(path.rsplit("/", 1)[1], None)
+            self.deleted_customers.add(path.rsplit("/", 1)[1])
         if detaching and detached_from:
             # Stripe stops using a detached method as the customer's default; localstripe
             # keeps pointing at it.
@@ -1144,19 +1323,62 @@ class _Emulator:
             return self.magic[key]
         spec = MAGIC_PAYMENT_METHODS[magic]
         body: Json
-        if spec["type"] == "card":
-            body = {"type": "card", "card": {"number": spec["number"], **_CARD_EXPIRY}}
+        if isinstance(spec, StripeTestCard):
+            body = {"type": "card", "card": {"number": spec.number, **_CARD_EXPIRY}}
         else:
             body = {
                 "type": "sepa_debit",
-                "sepa_debit": {"iban": spec["iban"]},
+                "sepa_debit": {"iban": spec.iban},
                 "billing_details": {"name": "Jenny Rosen", "email": "jenny@example.com"},
             }
         created = await self.backend_json(ctx, "POST", "/v1/payment_methods", params=body)
-        if spec["type"] == "card":
-            self.card_brands[created["id"]] = spec["brand"]
+        if isinstance(spec, StripeTestCard):
+            self.card_brands[created["id"]] = spec.brand
         self.magic[key] = created["id"]
         return str(created["id"])
+
+    async def retrieve_deleted_customer(self, ctx: _Ctx, id: str) -> _Reply | None:
+        """Stripe still answers a deleted customer's id (``{id, object, deleted}``);
+        localstripe forgets it (404)."""
+        if id not in self.deleted_customers:
+            return None
+        return _json_reply(200, {"id": id, "object": "customer", "deleted": True})
+
+    async def list_payment_methods(self, ctx: _Ctx) -> _Reply:
+        """``GET /v1/payment_methods?customer=…[&type=…]``; ``type`` is optional, as in
+        Stripe (localstripe insists on ``type=card``). A customer is required here: the
+        fake keeps no payment methods that belong to nobody worth listing."""
+        params = ctx.query
+        _check_params(params, _PAYMENT_METHOD_LIST_PARAMS | {"customer"})
+        customer = params.get("customer")
+        if not isinstance(customer, str) or not customer:
+            raise StripeApiError(400, "Missing required param: customer.", param="customer")
+        return await self.payment_method_page(ctx, customer, params, "/v1/payment_methods")
+
+    async def list_customer_payment_methods(self, ctx: _Ctx, id: str) -> _Reply:
+        """``GET /v1/customers/{id}/payment_methods[?type=…]``."""
+        _check_params(ctx.query, _PAYMENT_METHOD_LIST_PARAMS)
+        return await self.payment_method_page(
+            ctx, id, ctx.query, f"/v1/customers/{id}/payment_methods"
+        )
+
+    async def payment_method_page(self, ctx: _Ctx, customer: str, params: Json, url: str) -> _Reply:
+        if customer in self.deleted_customers:
+            raise _missing("customer", customer, "customer")
+        limit = _as_int(params.get("limit"), "limit") or 10
+        if not 1 <= limit <= 100:
+            raise StripeApiError(400, "limit must be between 1 and 100", param="limit")
+        query = {"customer": customer, "limit": str(limit)}
+        for name in ("type", "starting_after"):
+            if params.get(name):
+                query[name] = str(params[name])
+        reply = await self.backend_call(ctx, "GET", "/v1/payment_methods", query=urlencode(query))
+        payload = reply.json()
+        if reply.status != 200 or payload is None:
+            return reply
+        payload["url"] = url
+        payload["data"] = self.decorate(payload["data"])
+        return _json_reply(200, payload)
 
     def customer_view(self, payload: Json) -> Json:
         """A customer as Stripe shows it: with the ``tax_exempt`` localstripe lacks."""
@@ -1206,7 +1428,7 @@ class _Emulator:
         if not params.get("query"):
             raise StripeApiError(400, "Missing required param: query.", param="query")
         horizon = time.monotonic() - self.search_visibility_delay
-        _, clauses = _parse_query(params["query"])
+        _, clauses = _search_clauses(params["query"], "customers")
         # Filter the index where it holds every field the query names, then read only the
         # page's customers, fresh; otherwise list them all.
         indexed = all(c.field in _INDEXED_CUSTOMER_FIELDS for c in clauses)
@@ -1214,7 +1436,7 @@ class _Emulator:
             list(self.customer_index.values()) if indexed else await self.all_customers(ctx)
         )
         visible = [c for c in candidates if self.customer_seen_at.get(c["id"], 0.0) <= horizon]
-        page = _search_page(ctx.path, params, _search_filter(params["query"], visible))
+        page = _search_page(ctx.path, params, _search_filter(params["query"], visible, "customers"))
         if indexed:
             page["data"] = [
                 await self.backend_json(ctx, "GET", f"/v1/customers/{c['id']}")
@@ -1471,6 +1693,7 @@ class _Emulator:
             for item in pending["data"]:
                 if item.get("invoice") is None and item.get("currency") == invoice.currency:
                     await self.attach_item(ctx, invoice, item)
+        await self.payments.emit_invoice(ctx, "invoice.created", invoice)
         return await self.invoice_reply(ctx, invoice, _expand_list(params))
 
     async def get_customer(self, ctx: _Ctx, customer_id: str) -> Json:
@@ -1756,7 +1979,9 @@ class _Emulator:
                 continue
             await self.refresh(ctx, invoice)
             candidates.append(await self.invoice_json(ctx, invoice, []))
-        page = _search_page(ctx.path, params, _search_filter(params["query"], candidates))
+        page = _search_page(
+            ctx.path, params, _search_filter(params["query"], candidates, "invoices")
+        )
         if expand:
             page["data"] = [
                 await self.invoice_json(ctx, self.invoices[item["id"]], expand)
@@ -1792,17 +2017,23 @@ class _Emulator:
                 )
             if "auto_advance" in ctx.params:
                 invoice.auto_advance = bool(_as_bool(ctx.params["auto_advance"], "auto_advance"))
-            self.finalize(invoice)
+            await self.finalize(ctx, invoice)
         return await self.invoice_reply(ctx, invoice, _expand_list(ctx.params))
 
-    def finalize(self, invoice: _Invoice) -> None:
+    async def finalize(self, ctx: _Ctx, invoice: _Invoice) -> None:
         self.invoice_counter += 1
         invoice.state = "open"
         invoice.finalized_at = _now()
         invoice.number = f"FAKE{invoice.customer[-6:].upper()}-{self.invoice_counter:04d}"
-        if invoice.total == 0:  # Stripe settles zero invoices at finalization
+        if invoice.total == 0:  # Stripe settles zero invoices at finalization, no PaymentIntent
             invoice.state = "paid"
             invoice.paid_at = invoice.finalized_at
+        else:  # the PaymentIntent every attempt confirms
+            self.payments.open_intent(ctx, invoice)
+        await self.payments.emit_invoice(ctx, "invoice.finalized", invoice)
+        if invoice.state == "paid":
+            await self.payments.emit_invoice(ctx, "invoice.paid", invoice)
+            await self.payments.emit_invoice(ctx, "invoice.payment_succeeded", invoice)
 
     async def pay_invoice(self, ctx: _Ctx, id: str) -> _Reply | None:
         if id not in self.invoices:
@@ -1819,30 +2050,33 @@ class _Emulator:
             if invoice.state == "void":
                 raise StripeApiError(400, "You cannot pay a void invoice.")
             if invoice.state == "draft":
-                self.finalize(invoice)
+                await self.finalize(ctx, invoice)
                 if invoice.state == "paid":
                     return await self.invoice_reply(ctx, invoice, _expand_list(params))
-            if _as_bool(params.get("paid_out_of_band"), "paid_out_of_band"):
-                invoice.state, invoice.paid_at, invoice.paid_out_of_band = "paid", _now(), True
-                return await self.invoice_reply(ctx, invoice, _expand_list(params))
-            if invoice.payments and invoice.payments[-1].status == "open":
-                latest = await self.backend_json(
-                    ctx, "GET", f"/v1/payment_intents/{invoice.payments[-1].payment_intent}"
+            if self.payments.processing(invoice):
+                raise StripeApiError(
+                    400,
+                    "This invoice's payment is processing; it cannot be paid again until "
+                    "that payment succeeds or fails.",
+                    code="invoice_payment_intent_requires_action",
                 )
-                if latest.get("status") == "processing":
-                    raise StripeApiError(
-                        400,
-                        "This invoice's payment is processing; it cannot be paid again until "
-                        "that payment succeeds or fails.",
-                        code="invoice_payment_intent_requires_action",
-                    )
+            if _as_bool(params.get("paid_out_of_band"), "paid_out_of_band"):
+                await self.payments.cancel(ctx, invoice, None)
+                invoice.state, invoice.paid_at, invoice.paid_out_of_band = "paid", _now(), True
+                await self.payments.emit_invoice(ctx, "invoice.paid", invoice)
+                return await self.invoice_reply(ctx, invoice, _expand_list(params))
             payment_method = await self.payment_method_for(ctx, invoice, params)
-            return await self.charge(ctx, invoice, payment_method, _expand_list(params))
+            # Confirms the invoice's PaymentIntent; a decline raises its 402 once recorded.
+            await self.payments.confirm(ctx, invoice, payment_method)
+            return await self.invoice_reply(ctx, invoice, _expand_list(params))
 
-    async def payment_method_for(self, ctx: _Ctx, invoice: _Invoice, params: Json) -> str:
+    async def payment_method_for(self, ctx: _Ctx, invoice: _Invoice, params: Json) -> Json:
+        """The PaymentMethod to charge, as localstripe has it (brands corrected). A test id
+        of a card Stripe refuses to attach is charged (and declines) unattached."""
         chosen = params.get("payment_method") or invoice.default_payment_method
-        if isinstance(chosen, str) and chosen in MAGIC_PAYMENT_METHODS:
-            chosen = await self.materialise(ctx, chosen, invoice.customer)
+        spec = MAGIC_PAYMENT_METHODS.get(chosen) if isinstance(chosen, str) else None
+        if spec is not None:
+            chosen = await self.materialise(ctx, str(chosen), invoice.customer)
         if not chosen:
             customer = await self.get_customer(ctx, invoice.customer)
             chosen = (customer.get("invoice_settings") or {}).get("default_payment_method")
@@ -1857,78 +2091,14 @@ class _Emulator:
         payload = method.json()
         if method.status != 200 or payload is None:
             raise _missing("payment_method", str(chosen), "payment_method")
-        if payload.get("customer") != invoice.customer:
+        declines_at_attach = isinstance(spec, StripeTestCard) and spec.attach_decline is not None
+        if payload.get("customer") != invoice.customer and not declines_at_attach:
             raise StripeApiError(
                 400,
                 f"The PaymentMethod {chosen} does not belong to the invoice's customer.",
                 param="payment_method",
             )
-        return str(chosen)
-
-    async def charge(
-        self, ctx: _Ctx, invoice: _Invoice, payment_method: str, expand: list[str]
-    ) -> _Reply:
-        amount = invoice.total
-        reply = await self.backend_call(
-            ctx,
-            "POST",
-            "/v1/payment_intents",
-            params={
-                "amount": amount,
-                "currency": invoice.currency,
-                "customer": invoice.customer,
-                "payment_method": payment_method,
-                "confirm": True,
-                "off_session": True,
-                "metadata": {"invoice": invoice.id},
-            },
-        )
-        payload = reply.json() or {}
-        error = payload.get("error") if reply.status != 200 else None
-        if error is not None and not error.get("charge"):
-            return reply  # refused before any charge (bad request): nothing attempted
-        invoice.attempt_count += 1
-        if error is not None:  # declined: find the PaymentIntent through its charge
-            charge = await self.backend_json(ctx, "GET", f"/v1/charges/{error['charge']}")
-            intent_id = str(charge["payment_intent"])
-        else:
-            intent_id = str(payload["id"])
-        invoice.payments.append(_Payment(_new_id("inpay_"), intent_id, amount, _now()))
-        intent = await self.backend_json(ctx, "GET", f"/v1/payment_intents/{intent_id}")
-        if intent["status"] == "requires_action":
-            # Off-session there is nobody to authenticate: Stripe fails the attempt and
-            # leaves the PaymentIntent waiting for a new payment method.
-            message = "Your card was declined. This transaction requires authentication."
-            self.intent_overrides[intent_id] = {
-                "status": "requires_payment_method",
-                "next_action": None,
-                "last_payment_error": {
-                    "code": "authentication_required",
-                    "decline_code": "authentication_required",
-                    "message": message,
-                    "type": "card_error",
-                },
-            }
-            raise StripeApiError(
-                402,
-                message,
-                type_="card_error",
-                code="authentication_required",
-                decline_code="authentication_required",
-                payment_intent=self.decorate(intent),
-            )
-        await self.refresh(ctx, invoice)
-        if error is not None:
-            raise StripeApiError(
-                402,
-                str(error.get("message") or "Your card was declined."),
-                type_="card_error",
-                code=str(error.get("code") or "card_declined"),
-                decline_code="generic_decline",
-                charge=error["charge"],
-                payment_intent=self.decorate(intent),
-            )
-        return await self.invoice_reply(ctx, invoice, expand)
+        return dict(self.decorate(payload))
 
     async def void_invoice(self, ctx: _Ctx, id: str) -> _Reply | None:
         if id not in self.invoices:
@@ -1940,13 +2110,15 @@ class _Emulator:
                 raise StripeApiError(
                     400, f"You can only void open invoices; {id} is {invoice.state}."
                 )
-            for payment in invoice.payments:
-                if payment.status == "open":
-                    await self.backend_call(
-                        ctx, "POST", f"/v1/payment_intents/{payment.payment_intent}/cancel"
-                    )
-                    payment.status, payment.canceled_at = "canceled", _now()
+            if self.payments.processing(invoice):
+                raise StripeApiError(
+                    400,
+                    f"You can't void {id} while its payment is processing.",
+                    code="invoice_payment_intent_requires_action",
+                )
+            await self.payments.cancel(ctx, invoice, "void_invoice")
             invoice.state, invoice.voided_at = "void", _now()
+            await self.payments.emit_invoice(ctx, "invoice.voided", invoice)
         return await self.invoice_reply(ctx, invoice, _expand_list(ctx.params))
 
     async def mark_uncollectible(self, ctx: _Ctx, id: str) -> _Reply | None:
@@ -1960,24 +2132,12 @@ class _Emulator:
                     400, f"You can only mark open invoices uncollectible; {id} is {invoice.state}."
                 )
             invoice.state, invoice.uncollectible_at = "uncollectible", _now()
+            await self.payments.emit_invoice(ctx, "invoice.marked_uncollectible", invoice)
         return await self.invoice_reply(ctx, invoice, _expand_list(ctx.params))
 
     async def refresh(self, ctx: _Ctx, invoice: _Invoice) -> None:
-        """Settle an open invoice from its latest PaymentIntent (SEPA settles later)."""
-        if invoice.state not in ("open", "uncollectible") or not invoice.payments:
-            return
-        payment = invoice.payments[-1]
-        if payment.status != "open":
-            return
-        reply = await self.backend_call(ctx, "GET", f"/v1/payment_intents/{payment.payment_intent}")
-        intent = reply.json()
-        if reply.status != 200 or intent is None:
-            return
-        if intent.get("status") == "succeeded":
-            payment.status, payment.paid_at = "paid", _now()
-            invoice.state, invoice.paid_at = "paid", payment.paid_at
-        elif intent.get("status") == "canceled":
-            payment.status, payment.canceled_at = "canceled", _now()
+        """Settle a SEPA debit whose time has come (its timer may not have run yet)."""
+        await self.payments.settle_due(invoice)
 
     async def invoice_reply(self, ctx: _Ctx, invoice: _Invoice, expand: list[str]) -> _Reply:
         return _json_reply(200, await self.invoice_json(ctx, invoice, expand))
@@ -2100,36 +2260,13 @@ class _Emulator:
             )
         if "payments" in expand or "payments.data.payment.payment_intent" in expand:
             with_intents = "payments.data.payment.payment_intent" in expand
-            data = []
-            for index, payment in enumerate(invoice.payments):
-                intent: Any = payment.payment_intent
-                if with_intents:
-                    intent = self.decorate(
-                        await self.backend_json(ctx, "GET", f"/v1/payment_intents/{intent}")
-                    )
-                data.append(
-                    {
-                        "id": payment.id,
-                        "object": "invoice_payment",
-                        "amount_paid": payment.amount if payment.status == "paid" else None,
-                        "amount_requested": payment.amount,
-                        "created": payment.created,
-                        "currency": invoice.currency,
-                        "invoice": invoice.id,
-                        "is_default": index == 0,
-                        "livemode": False,
-                        "payment": {"type": "payment_intent", "payment_intent": intent},
-                        "status": payment.status,
-                        "status_transitions": {
-                            "canceled_at": payment.canceled_at,
-                            "paid_at": payment.paid_at,
-                        },
-                    }
-                )
             payload["payments"] = {
                 "object": "list",
                 "url": "/v1/invoice_payments",
-                "data": data,
+                "data": [
+                    self.payments.payment_json(invoice, payment, with_intents)
+                    for payment in invoice.payments
+                ],
                 "has_more": False,
             }
         return payload
@@ -2186,9 +2323,30 @@ class FakeStripe:
         port: int = 0,
         publishable_key: str = DEFAULT_PUBLISHABLE_KEY,
         public_host: str | None = None,
-        search_visibility_delay: float = 0.0,
+        search_visibility_delay: float = DEFAULT_SEARCH_VISIBILITY_DELAY,
         startup_timeout: float = 20.0,
+        # Webhook delivery (fake_stripe_events): out of order by up to this much, a second
+        # delivery of this share of events, choices from this seed, retries backing off
+        # to at most this many seconds (Stripe: hours; a test waits seconds).
+        webhook_max_jitter_seconds: float = 0.3,
+        webhook_duplicate_rate: float = 0.2,
+        webhook_seed: int | None = 0,
+        webhook_retry_max_seconds: float = 2.0,
+        # SEPA debits stay "processing" this long before they settle (Stripe: days; its
+        # test IBANs a few seconds, the "Delayed" ones about three minutes).
+        sepa_processing_seconds: float = 1.0,
+        sepa_delayed_processing_seconds: float = 6.0,
     ) -> None:
+        self._sepa_processing_seconds = sepa_processing_seconds
+        self._sepa_delayed_processing_seconds = sepa_delayed_processing_seconds
+        self._webhooks = WebhookSettings(
+            max_jitter_seconds=webhook_max_jitter_seconds,
+            duplicate_rate=webhook_duplicate_rate,
+            seed=webhook_seed,
+            retry_max_seconds=webhook_retry_max_seconds,
+        )
+        # (url, secret, event types or None for all) while forwarding
+        self._forward: tuple[str, str, list[str] | None] | None = None
         self._host = host
         self._requested_port = port
         self._public_host = public_host
@@ -2214,6 +2372,7 @@ class FakeStripe:
             try:
                 self._start_backend()
                 self._start_proxy()
+                self._configure_events()
             except BaseException:
                 self._stop_locked()
                 raise
@@ -2282,6 +2441,8 @@ class FakeStripe:
         public_base = f"http://{self._public_host or self._host}:{self._port}"
         assert self._backend_url is not None
         emulator = _Emulator(self._backend_url, public_base, self._search_visibility_delay)
+        emulator.payments.sepa_processing_seconds = self._sepa_processing_seconds
+        emulator.payments.sepa_delayed_processing_seconds = self._sepa_delayed_processing_seconds
         future = asyncio.run_coroutine_threadsafe(self._serve(emulator, sock), loop)
         future.result(self._startup_timeout)
         self._emulator = emulator
@@ -2301,6 +2462,8 @@ class FakeStripe:
         self._runner = runner
 
     async def _shutdown(self) -> None:
+        if self._emulator is not None:  # webhooks under way end with the server
+            await self._emulator.events.aclose()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -2439,6 +2602,32 @@ class FakeStripe:
             emulator.delays.clear()
 
     @property
+    def sepa_processing_seconds(self) -> float:
+        return self._sepa_processing_seconds
+
+    @sepa_processing_seconds.setter
+    def sepa_processing_seconds(self, seconds: float) -> None:
+        """How long a SEPA debit stays processing (debits started from now on)."""
+        if seconds < 0:
+            raise ValueError("sepa_processing_seconds must not be negative")
+        self._sepa_processing_seconds = seconds
+        if self._emulator is not None:
+            self._emulator.payments.sepa_processing_seconds = seconds
+
+    @property
+    def sepa_delayed_processing_seconds(self) -> float:
+        return self._sepa_delayed_processing_seconds
+
+    @sepa_delayed_processing_seconds.setter
+    def sepa_delayed_processing_seconds(self, seconds: float) -> None:
+        """The same for the "Delayed" test IBANs (pm_successDelayed_de, pm_failedDelayed_de)."""
+        if seconds < 0:
+            raise ValueError("sepa_delayed_processing_seconds must not be negative")
+        self._sepa_delayed_processing_seconds = seconds
+        if self._emulator is not None:
+            self._emulator.payments.sepa_delayed_processing_seconds = seconds
+
+    @property
     def search_visibility_delay(self) -> float:
         return self._search_visibility_delay
 
@@ -2472,6 +2661,107 @@ class FakeStripe:
         with emulator.lock:
             emulator.log.clear()
 
+    # -- events and webhooks (devstack/fake_stripe_events.py) ------------------------------
+
+    def _configure_events(self) -> None:
+        """Hand the webhook knobs (and a forwarding asked for before start) to the bus."""
+        events = self._require().events
+        events.settings = self._webhooks
+        events.reseed(self._webhooks.seed)
+        if self._forward is not None:
+            events.forward(*self._forward)
+
+    def _on_loop(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    def forward_webhooks(self, url: str, secret: str, events: list[str] | None = None) -> None:
+        """Send every event created from now on (of ``events``, names or patterns such as
+        ``invoice.*``, if given) to ``url``, signed with ``secret``, the way ``stripe listen
+        --forward-to url --events ...`` does; kept across stop()/start()."""
+        self._forward = (url, secret, events)
+        if self._emulator is not None:
+            self._emulator.events.forward(url, secret, events)
+
+    def stop_forwarding(self) -> None:
+        """No more deliveries; those still waiting or retrying are dropped."""
+        self._forward = None
+        if self._emulator is not None:
+            self._on_loop(self._emulator.events.stop_forwarding())
+
+    @property
+    def forwarding_to(self) -> str | None:
+        return self._forward[0] if self._forward is not None else None
+
+    def emit_event(self, type: str, obj: Json, **details: Any) -> Json:
+        """Emit an event as the proxy does (tests: events the emulation does not make)."""
+        events = self._require().events
+
+        async def emit() -> Json:
+            return events.emit(type, obj, **details)
+
+        return dict(self._on_loop(emit()))
+
+    @property
+    def events(self) -> list[Json]:
+        """Every stored event, oldest first (``GET /v1/events`` serves them newest first)."""
+        return self._require().events.events()
+
+    @property
+    def webhook_deliveries(self) -> list[WebhookDelivery]:
+        """Every delivery attempt so far, in the order they ended."""
+        return self._require().events.deliveries
+
+    def clear_webhook_deliveries(self) -> None:
+        self._require().events.clear_deliveries()
+
+    @property
+    def webhook_backlog(self) -> int:
+        """Deliveries not finished yet (waiting for their jitter, sending or retrying)."""
+        return self._require().events.backlog
+
+    @property
+    def webhook_max_jitter_seconds(self) -> float:
+        return self._webhooks.max_jitter_seconds
+
+    @webhook_max_jitter_seconds.setter
+    def webhook_max_jitter_seconds(self, seconds: float) -> None:
+        """0: deliveries one at a time in creation order (no reordering at all)."""
+        if seconds < 0:
+            raise ValueError("webhook_max_jitter_seconds must not be negative")
+        self._webhooks.max_jitter_seconds = seconds
+
+    @property
+    def webhook_duplicate_rate(self) -> float:
+        return self._webhooks.duplicate_rate
+
+    @webhook_duplicate_rate.setter
+    def webhook_duplicate_rate(self, rate: float) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("webhook_duplicate_rate must be between 0 and 1")
+        self._webhooks.duplicate_rate = rate
+
+    @property
+    def webhook_seed(self) -> int | None:
+        return self._webhooks.seed
+
+    @webhook_seed.setter
+    def webhook_seed(self, seed: int | None) -> None:
+        """Restart the delivery choices from ``seed`` (None: unrepeatable)."""
+        self._webhooks.seed = seed
+        if self._emulator is not None:
+            self._emulator.events.reseed(seed)
+
+    @property
+    def webhook_retry_max_seconds(self) -> float:
+        return self._webhooks.retry_max_seconds
+
+    @webhook_retry_max_seconds.setter
+    def webhook_retry_max_seconds(self, seconds: float) -> None:
+        if seconds <= 0:
+            raise ValueError("webhook_retry_max_seconds must be positive")
+        self._webhooks.retry_max_seconds = seconds
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -2479,7 +2769,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8420)
     parser.add_argument("--public-host", default=None, help="host name for URLs handed to browsers")
     parser.add_argument("--publishable-key", default=DEFAULT_PUBLISHABLE_KEY)
+    parser.add_argument(
+        "--forward-webhooks",
+        metavar="URL",
+        default=None,
+        help="send signed webhooks for every event to URL (like stripe listen --forward-to)",
+    )
+    parser.add_argument(
+        "--webhook-secret", default=None, help="the signing secret (whsec_...) URL checks"
+    )
+    parser.add_argument("--webhook-max-jitter-seconds", type=float, default=0.3)
+    parser.add_argument("--webhook-duplicate-rate", type=float, default=0.2)
+    parser.add_argument("--webhook-seed", type=int, default=None)
+    parser.add_argument(
+        "--webhook-events", default=None, help="only these event types (comma-separated)"
+    )
+    parser.add_argument("--webhook-retry-max-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--sepa-processing-seconds",
+        type=float,
+        default=1.0,
+        help="how long a SEPA debit stays processing before it settles",
+    )
+    parser.add_argument(
+        "--sepa-delayed-processing-seconds",
+        type=float,
+        default=6.0,
+        help="the same for the Delayed test IBANs",
+    )
     args = parser.parse_args(argv)
+    if args.forward_webhooks and not args.webhook_secret:
+        parser.error("--forward-webhooks needs --webhook-secret")
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -2489,11 +2809,22 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         publishable_key=args.publishable_key,
         public_host=args.public_host,
+        webhook_max_jitter_seconds=args.webhook_max_jitter_seconds,
+        webhook_duplicate_rate=args.webhook_duplicate_rate,
+        webhook_seed=args.webhook_seed,
+        webhook_retry_max_seconds=args.webhook_retry_max_seconds,
+        sepa_processing_seconds=args.sepa_processing_seconds,
+        sepa_delayed_processing_seconds=args.sepa_delayed_processing_seconds,
     )
+    if args.forward_webhooks:
+        events = args.webhook_events.split(",") if args.webhook_events else None
+        fake.forward_webhooks(args.forward_webhooks, args.webhook_secret, events)
     fake.start()
     try:
         print(f"fake Stripe API base:  {fake.api_base}", flush=True)
         print(f"Stripe.js stand-in:    {fake.stripe_js_url}", flush=True)
+        if fake.forwarding_to:
+            print(f"webhooks forwarded to: {fake.forwarding_to}", flush=True)
         print(
             f"keys: secret {fake.secret_key} (any sk_...), publishable {fake.publishable_key}",
             flush=True,

@@ -61,6 +61,9 @@ EXIT_USAGE = 2
 
 DEFAULT_STRIPE_PORT = 8420
 FAKE_STRIPE_MODULE = "devstack.fake_stripe"
+# How long the fake Stripe keeps a SEPA debit "processing" in the demo (Stripe: days).
+DEMO_SEPA_PROCESSING_SECONDS = 20
+DEMO_SEPA_DELAYED_PROCESSING_SECONDS = 180
 
 # (account id, plan, extra-minutes limit or None). Created once; a restart keeps whatever
 # an admin changed since, so seeding never overwrites a developer's experiments.
@@ -308,10 +311,29 @@ class Plan:
         ]
         if self.stripe_port is not None:
             port = self.stripe_port
+            # Its events reach the API's webhook route as Stripe's would (``stripe listen``
+            # in test mode), signed with the secret the API checks; until the API is up
+            # they are retried.
+            webhook_url = f"{self.api_url}/v1/stripe/webhook"
             children.append(
                 Child(
                     "stripe",
-                    [python, "-m", FAKE_STRIPE_MODULE, "--port", str(port)],
+                    [
+                        python,
+                        "-m",
+                        FAKE_STRIPE_MODULE,
+                        "--port",
+                        str(port),
+                        "--forward-webhooks",
+                        webhook_url,
+                        "--webhook-secret",
+                        s.stripe_webhook_secret,
+                        # Long enough to see "Lastschrift wird eingezogen" in the web app.
+                        "--sepa-processing-seconds",
+                        str(DEMO_SEPA_PROCESSING_SECONDS),
+                        "--sepa-delayed-processing-seconds",
+                        str(DEMO_SEPA_DELAYED_PROCESSING_SECONDS),
+                    ],
                     lambda: tcp_answers("127.0.0.1", port),
                     ready_timeout=30,
                 )
@@ -570,6 +592,8 @@ class Stack:
         p, s = self.plan, self.plan.settings
         api = p.api_url
         stripe = p.stripe_note
+        if p.stripe_port is not None:  # the fake forwards its events (see children())
+            stripe += f"\n                   webhooks signed and sent to {api}/v1/stripe/webhook"
         database = make_url(s.resolved_database_url()).render_as_string(hide_password=True)
         ui = "disabled (--headless)" if p.headless else p.ui_url
         authorize = shlex.join(
