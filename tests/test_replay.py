@@ -11,6 +11,7 @@ run ``OVERTIME_RECORD_HISTORIES=tests/histories pytest tests/test_replay.py``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -39,8 +40,10 @@ HISTORIES = Path(__file__).parent / "histories"
 # before the Update validators checked the actor and empty signals were ignored, which
 # changed no command, so v3 replays on today's code unpatched; v4: before alert thresholds,
 # plan changes and the confirmation notices (CUSTOMER_PATCH) and the invoice's next-attempt
-# record (NEXT_ATTEMPT_PATCH)).
-RECORDING = "v5"
+# record (NEXT_ATTEMPT_PATCH); v5: before the invoice's waits kept their meaning when news
+# came (NEWS_PATCH): v5-invoice-sepa replays the re-read loop of a processing debit told of
+# a new payment method, v5-invoice-declined a dunning wait cut short by webhooks).
+RECORDING = "v6"
 
 
 def recorded_histories() -> list[Path]:
@@ -141,6 +144,66 @@ async def test_live_histories_replay(
 
     await eventually(invoiced, timeout=20)
 
+    # A SEPA debit: the invoice waits while Stripe processes it, and a new payment method
+    # is announced meanwhile (before NEWS_PATCH that woke the wait at once, again and
+    # again, until the debit settled).
+    sepa_account = await short_api.create_account()
+    assert (await short_api.add_payment_method(sepa_account, "pm_success_de")).status_code == 200
+    assert (await short_api.enable(sepa_account, limit_minutes=30)).status_code == 200
+    await short_api.call(sepa_account, "p1", 6000)
+    await short_api.call(sepa_account, "p1-extra", 45)
+
+    async def debit_processing() -> str | None:
+        found = (await short_api.admin.get(f"/v1/accounts/{sepa_account}/invoices")).json()
+        if found and found[0]["status"] in ("processing", "paid"):
+            return str(found[0]["period_start"])
+        return None
+
+    await eventually(debit_processing, timeout=SHORT_PERIOD_SECONDS * 4)
+    sepa_invoices = [
+        wf
+        async for wf in temporal_client.list_workflows(
+            f"WorkflowId STARTS_WITH 'invoice-{sepa_account}-'"
+        )
+    ]
+    assert len(sepa_invoices) == 1
+    await temporal_client.get_workflow_handle(sepa_invoices[0].id).signal(
+        InvoiceWorkflow.payment_method_updated
+    )
+
+    async def debit_paid() -> bool:
+        found = (await short_api.admin.get(f"/v1/accounts/{sepa_account}/invoices")).json()
+        return bool(found) and found[0]["status"] == "paid"
+
+    await eventually(debit_paid, timeout=30)
+    # The whole history, up to the workflow's end.
+    await asyncio.wait_for(temporal_client.get_workflow_handle(sepa_invoices[0].id).result(), 30)
+
+    # A card that attaches but declines every charge: dunning, whose waits Stripe's
+    # invoice.payment_failed webhooks cut short, suspension, then a good card pays.
+    declined = await short_api.create_account()
+    added = await short_api.add_payment_method(declined, "pm_card_chargeCustomerFail")
+    assert added.status_code == 200, added.text
+    assert (await short_api.enable(declined, limit_minutes=30)).status_code == 200
+    await short_api.call(declined, "p1", 6000)
+    await short_api.call(declined, "p1-extra", 45)
+
+    async def overdue() -> bool:
+        return (await short_api.state(declined)).get("payment_overdue") is True
+
+    await eventually(overdue, timeout=SHORT_PERIOD_SECONDS * 4 + 30)
+    assert (await short_api.add_payment_method(declined, "pm_card_visa")).status_code == 200
+    declined_invoices = [
+        wf
+        async for wf in temporal_client.list_workflows(
+            f"WorkflowId STARTS_WITH 'invoice-{declined}-'"
+        )
+    ]
+    assert len(declined_invoices) == 1
+    await asyncio.wait_for(
+        temporal_client.get_workflow_handle(declined_invoices[0].id).result(), 30
+    )
+
     client = temporal_env.client
     replayer = Replayer(
         workflows=[AccountWorkflow, InvoiceWorkflow], data_converter=data_converter_for(settings)
@@ -152,6 +215,8 @@ async def test_live_histories_replay(
         ("limits-and-continue-as-new", f"WorkflowId = '{workflow_id_for(account)}'", 2),
         ("period-close", f"WorkflowId = '{workflow_id_for(short_account)}'", 2),
         ("invoice", f"WorkflowId STARTS_WITH 'invoice-{short_account}-'", 1),
+        ("invoice-sepa", f"WorkflowId STARTS_WITH 'invoice-{sepa_account}-'", 1),
+        ("invoice-declined", f"WorkflowId STARTS_WITH 'invoice-{declined}-'", 1),
     ):
         runs = [wf async for wf in client.list_workflows(query)]
         assert len(runs) >= at_least, name  # account workflows continued as new

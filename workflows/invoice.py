@@ -12,8 +12,11 @@ last attempt the account's extra minutes are suspended until the invoice is paid
 ``NEXT_ATTEMPT_PATCH`` the time of the next attempt is written to the invoice row before
 the email goes out (the email and the web app show it), and the retry waits until that
 time, however long the email took. SEPA's
-days-long pending state stays ``open`` until Stripe reports the outcome (webhook, or the
-periodic reconciliation read if the webhook was lost).
+days-long pending state (``processing``: the invoice is open, its debit under way) waits
+for Stripe's outcome: a webhook first, or the periodic reconciliation read if the webhook
+was lost. It is never charged again meanwhile, whatever payment method is added
+(``NEWS_PATCH``: a method added meanwhile is used at once if the debit fails); dunning
+starts only after a debit really failed.
 """
 
 from __future__ import annotations
@@ -53,6 +56,14 @@ OVERDUE_PER_INVOICE_PATCH = "overdue-per-invoice"
 # After a failed payment, record when the next attempt is due (invoice.next_attempt_at)
 # and retry at exactly that time (before: the wait started after the email was sent).
 NEXT_ATTEMPT_PATCH = "invoice-next-attempt-at"
+# Waits that end on Stripe's news (a webhook) keep their meaning (before: the flag of a new
+# payment method was never cleared while an invoice was open, so a SEPA debit in flight
+# was re-read from Stripe in a loop until it settled; and every event during a dunning
+# wait recorded the next attempt anew, so the retry moved later than the email said).
+# Since: the next attempt's time is fixed once per attempt; a new payment method pays an
+# open invoice at once, waits for a processing debit's outcome, and is used at once if
+# that debit fails.
+NEWS_PATCH = "invoice-news-waits"
 STRIPE_TIMEOUT = timedelta(seconds=60)
 
 
@@ -61,6 +72,12 @@ class InvoiceWorkflow:
     def __init__(self) -> None:
         self._events: list[PaymentEvent] = []
         self._new_payment_method = False
+        # A payment method added while a debit was processing: used at once if it fails.
+        self._method_after_debit = False
+        # The attempt whose failure was noticed (next attempt recorded, email sent) and when
+        # its retry is due; a wait cut short by an event resumes towards the same time.
+        self._noticed_attempt: int | None = None
+        self._retry_due: datetime | None = None
         self._status: str = "draft"
 
     @workflow.run
@@ -79,12 +96,19 @@ class InvoiceWorkflow:
         while invoice.status != "paid" and invoice.status != "void":
             if invoice.status == "payment_failed":
                 final = attempt >= len(input.dunning_schedule_seconds)
-                due = None
-                if workflow.patched(NEXT_ATTEMPT_PATCH):
-                    due = await self._record_next_attempt(input, attempt, final)
-                await self._notify(
-                    input, invoice, PAYMENT_FAILED, key=f"attempt-{attempt}", final=final
-                )
+                if workflow.patched(NEWS_PATCH) and self._noticed_attempt == attempt:
+                    due = self._retry_due  # woken by news: the retry stays when it was
+                else:
+                    due = None
+                    if workflow.patched(NEXT_ATTEMPT_PATCH):
+                        due = await self._record_next_attempt(input, attempt, final)
+                    await self._notify(
+                        input, invoice, PAYMENT_FAILED, key=f"attempt-{attempt}", final=final
+                    )
+                    self._noticed_attempt, self._retry_due = attempt, due
+                if self._method_after_debit:  # added while the failed debit was processing
+                    self._method_after_debit = False
+                    self._new_payment_method = True
                 if final and not suspended:
                     suspended = True
                     await self._signal_account(input, overdue=True)
@@ -98,7 +122,17 @@ class InvoiceWorkflow:
                     self._new_payment_method = False
                     invoice = await self._charge(input, invoice, attempt=attempt)
                     continue
-            else:  # open: a SEPA debit in flight, or awaiting collection
+            else:  # open or processing: a SEPA debit in flight, or awaiting collection
+                if workflow.patched(NEWS_PATCH) and self._new_payment_method:
+                    self._new_payment_method = False
+                    if invoice.status == "processing":
+                        # Charging now would be a second debit: only Stripe's news can
+                        # settle this one, and the new method is used if it fails.
+                        self._method_after_debit = True
+                    else:  # open, nothing in flight: the new method (or a retry) pays now
+                        attempt += 1
+                        invoice = await self._charge(input, invoice, attempt=attempt)
+                        continue
                 await self._wait_for_news(input, input.reconcile_interval_seconds)
             invoice = await self._apply_news(input, invoice)
         if suspended:

@@ -394,7 +394,7 @@ class InvoiceState:
     """The invoice as Stripe and our ledger see it (activity results, DB mirror)."""
 
     stripe_invoice_id: str
-    status: str  # paid | open | payment_failed | void | draft
+    status: str  # paid | open | processing (SEPA debit under way) | payment_failed | void | draft
     amount_cents: int
     hosted_invoice_url: str | None = None
     failure_code: str | None = None
