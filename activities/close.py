@@ -46,7 +46,8 @@ from workflows.types import CloseRequest, CloseSummary
 ZONE_MARGIN = timedelta(days=1)
 LAST_INSTANT = timedelta(microseconds=1)
 FAILED = {"payment_failed"}
-PENDING = {"open", "draft"}
+# "processing": a SEPA debit being collected (days at Stripe) is pending, not failed.
+PENDING = {"open", "processing", "draft"}
 CSV_FIELDS = (
     "account_id",
     "period_start",

@@ -12,6 +12,11 @@ with the amount the billing rules computed; VAT from the catalog's ``[tax]`` ter
 Stripe Tax Rate on every line. The ``invoice`` row mirrors what Stripe computed:
 ``amount_cents`` the lines' sum at catalog prices, ``net_cents`` and ``tax_cents`` (their
 sum is what is charged), and ``next_attempt_at`` while a failed payment awaits its retry.
+
+``status`` is the gateway's :data:`~overtime.stripe_gateway.InvoiceStatus`, including
+``processing`` while a SEPA debit is being collected (days at Stripe): such an invoice is
+unpaid but not failed, so it is neither charged again nor dunned until Stripe reports the
+debit's outcome.
 """
 
 from __future__ import annotations
@@ -32,7 +37,13 @@ from overtime.catalog import TaxTerms, load_tax
 from overtime.db import session_scope
 from overtime.models import Account, Invoice
 from overtime.observability import INVOICES, count_in_activity
-from overtime.stripe_gateway import InvoiceResult, PeriodLine, StripeGateway, is_retryable
+from overtime.stripe_gateway import (
+    NOT_CHARGEABLE,
+    InvoiceResult,
+    PeriodLine,
+    StripeGateway,
+    is_retryable,
+)
 from workflows.types import ChargeRequest, InvoiceInput, InvoiceLine, InvoiceState
 
 log = logging.getLogger(__name__)
@@ -159,11 +170,12 @@ class InvoicingActivities:
 
     @activity.defn
     def pay_invoice(self, charge: ChargeRequest) -> InvoiceState:
-        """Charge the invoice off-session; a decline is a result, not an error."""
+        """Charge the invoice off-session; a decline is a result, not an error. A debit
+        still processing is not charged again: the result says ``processing``."""
         gateway = self.gateway_factory()
         try:
             current = gateway.retrieve_invoice(charge.stripe_invoice_id)
-            if current.status in ("paid", "void"):
+            if current.status in NOT_CHARGEABLE:
                 invoice = current
             else:
                 invoice = gateway.pay_invoice(

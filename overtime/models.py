@@ -242,7 +242,8 @@ class Invoice(SQLModel, table=True):
     unit_price_cents: int
     amount_cents: int = big()
     currency: str = Field(default="eur", max_length=3)
-    # paid | open (SEPA pending, or awaiting collection) | payment_failed | void | draft
+    # paid | open (awaiting collection) | processing (a SEPA debit being collected, days)
+    # | payment_failed | void | draft; see overtime.stripe_gateway.InvoiceStatus
     status: str = Field(default="draft", max_length=32)
     stripe_invoice_id: str | None = Field(default=None, max_length=64, index=True)
     hosted_invoice_url: str | None = None

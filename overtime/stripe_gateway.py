@@ -16,6 +16,12 @@ Exactly-once invoicing rests on three layers, because each alone has a hole:
    no longer a draft is not finalized again; a paid, void or still-processing invoice is
    not charged again).
 
+SEPA debits: Stripe keeps the invoice ``open`` and its PaymentIntent ``processing`` for
+days (up to 14 business days) before the debit succeeds or fails. We report that as
+``status="processing"``: not paid, not failed, and never charged again while it lasts
+(Stripe would refuse a second ``/pay`` anyway); dunning starts only once the PaymentIntent
+reports a real failure (``requires_payment_method`` with ``last_payment_error``).
+
 The invoice is created first (draft, ``pending_invoice_items_behavior=exclude``,
 ``auto_advance=false``) and its lines are then added *to that invoice*, so a crash between
 the two never leaves a pending item that some other invoice would sweep up, and Stripe
@@ -33,7 +39,11 @@ one), found again by our metadata key among the active tax rates (Stripe has no 
 search; its list is consistent at once) before one is created, with an idempotency key.
 Stripe computes the tax per line; what it computed is what we store and report.
 
-Errors: a card decline is a result (``status="payment_failed"``), not an exception.
+Errors: a card decline while charging is a result (``status="payment_failed"``), not an
+exception. A card that is declined already when it is attached (Stripe refuses e.g.
+``pm_card_visa_chargeDeclined`` at attach and at SetupIntent confirmation) raises the
+SDK's ``stripe.CardError`` from :meth:`StripeGateway.attach_default_payment_method`, and
+nothing is stored as the customer's default.
 Everything else raises the SDK's ``stripe.StripeError`` subclasses (or our
 :class:`StripeGatewayError`); :func:`is_retryable` tells transient from permanent.
 
@@ -54,7 +64,10 @@ from typing import Any, Literal
 
 import stripe
 
-InvoiceStatus = Literal["draft", "open", "paid", "payment_failed", "void"]
+# "processing": open at Stripe while the payment (a SEPA debit) is being collected.
+InvoiceStatus = Literal["draft", "open", "processing", "paid", "payment_failed", "void"]
+# Statuses that must not be charged (again): settled, or a debit still under way.
+NOT_CHARGEABLE: tuple[InvoiceStatus, ...] = ("paid", "void", "processing")
 
 # Off-session retries are our workflow's decision (Temporal retry policy), but a short
 # SDK retry on connection errors/5xx/409 with the same idempotency key is free and hides
@@ -162,7 +175,11 @@ class StripeGateway:
 
         Found by ``metadata['account_id']`` first; created with the idempotency key
         ``customer:{account_id}`` so concurrent or retried first calls converge on one
-        customer while the search index has not caught up yet.
+        customer while the search index has not caught up yet. The create's parameters are
+        the same for every caller (the metadata only): a key reused with other parameters
+        is Stripe's ``idempotency_error``, and within search's lag a second call may carry
+        another email (the customer just changed it). The email is set by an update, which
+        a replayed create (answering with the first caller's customer) also gets.
         """
         found = self._client.v1.customers.search(
             params={"query": _metadata_query(account_id=account_id), "limit": 10}
@@ -174,9 +191,11 @@ class StripeGateway:
                 self._client.v1.customers.update(customer.id, params={"email": email})
             return customer.id
         created = self._client.v1.customers.create(
-            params={"email": email, "metadata": {"account_id": account_id}},
+            params={"metadata": {"account_id": account_id}},
             options={"idempotency_key": f"customer:{account_id}"},
         )
+        if created.email != email:
+            self._client.v1.customers.update(created.id, params={"email": email})
         return created.id
 
     def sync_customer(self, customer_id: str, *, locale: str, vat_id: str | None) -> None:
@@ -270,7 +289,9 @@ class StripeGateway:
         intent = self._client.v1.setup_intents.create(
             params={
                 "customer": customer_id,
-                "payment_method_types": ["card", "sepa_debit"],
+                # Not payment_method_types: since API 2026-09-30.endive that is a 400
+                # (payment_method_types_no_longer_supported); the allowed list filters.
+                "allowed_payment_method_types": ["card", "sepa_debit"],
                 "usage": "off_session",
                 "metadata": {"account_id": account_id},
             }
@@ -284,7 +305,11 @@ class StripeGateway:
     ) -> PaymentMethodInfo:
         """Attach (unless a confirmed SetupIntent already did) and make it the default
         for invoices. Returns the method actually stored: Stripe's test ids such as
-        ``pm_card_visa`` resolve to a new id."""
+        ``pm_card_visa`` resolve to a new id.
+
+        A card its issuer declines raises ``stripe.CardError`` (402, ``code`` and
+        ``error.decline_code`` tell why) before anything changed: the default is set
+        only after a successful attach."""
         method: stripe.PaymentMethod | None
         try:
             method = self._client.v1.payment_methods.retrieve(payment_method_id)
@@ -388,6 +413,11 @@ class StripeGateway:
                 },
                 options={"idempotency_key": f"{account_id}:{period_key}:invoice"},
             )
+            if _replayed(invoice):
+                # The search has not caught up yet (Stripe's lags up to a minute) and the
+                # key replayed the first answer: a snapshot from before the lines were
+                # added and the invoice finalized. Act on the invoice as it is now.
+                invoice = self._client.v1.invoices.retrieve(invoice.id)
         present = (
             _period_lines(invoice, account_id, period_key) if invoice.status == "draft" else None
         )
@@ -462,15 +492,15 @@ class StripeGateway:
         customer replaced a declined card): the same key replays the first outcome.
         A decline returns ``payment_failed`` with ``failure_code``; so does a customer
         without a default method (``no_payment_method``), because that is also dunning,
-        not an error. SEPA debits can return ``open`` for days (processing); calling
-        again meanwhile does not charge again.
+        not an error. SEPA debits return ``processing`` for days; calling again
+        meanwhile does not charge again (no ``/pay`` is sent).
         """
         current = self._retrieve(invoice_id)
         if current.status in ("paid", "void", "uncollectible"):
             return _invoice_result(current)
         intent = _latest_payment_intent(current)
         if intent is not None and intent.status == "processing":
-            return _invoice_result(current)
+            return _invoice_result(current)  # "processing": the debit is under way
         if current.default_payment_method is None and current.customer is not None:
             if self.default_payment_method(str(_id(current.customer))) is None:
                 return _replace_status(
@@ -484,12 +514,14 @@ class StripeGateway:
             )
         except stripe.CardError as decline:
             after = _invoice_result(self._retrieve(invoice_id))
-            if after.status in ("paid", "void"):
+            if after.status in NOT_CHARGEABLE:
                 return after
             return _replace_status(after, "payment_failed", decline.code or "card_declined")
         except stripe.InvalidRequestError:
             after = _invoice_result(self._retrieve(invoice_id))
-            if after.status in ("paid", "void"):  # paid by a concurrent attempt
+            # Paid by a concurrent attempt, or a concurrent attempt's debit is now
+            # processing (Stripe refuses /pay then: invoice_payment_intent_requires_action).
+            if after.status in NOT_CHARGEABLE:
                 return after
             raise
         return _invoice_result(paid)
@@ -553,6 +585,14 @@ def _metadata_query(**pairs: str) -> str:
 def _quote(value: str) -> str:
     """A search-query string literal; account ids come from our API, so escape them."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _replayed(obj: stripe.StripeObject) -> bool:
+    """True when Stripe answered from its idempotency store (``Idempotent-Replayed``)."""
+    response = getattr(obj, "last_response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("Idempotent-Replayed") or headers.get("idempotent-replayed")
+    return value == "true"
 
 
 def _id(value: Any) -> str | None:
@@ -619,7 +659,9 @@ def _invoice_result(invoice: stripe.Invoice) -> InvoiceResult:
         intent = _latest_payment_intent(invoice)
         if intent is not None:
             error = intent.last_payment_error
-            if error is not None and intent.status in ("requires_payment_method", "canceled"):
+            if intent.status == "processing":  # a SEPA debit, for days: wait, never retry
+                status = "processing"
+            elif error is not None and intent.status in ("requires_payment_method", "canceled"):
                 status = "payment_failed"
                 failure_code = error.code or error.decline_code or "payment_failed"
             elif intent.status == "requires_action":  # off-session: nobody to authenticate

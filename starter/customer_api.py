@@ -62,6 +62,7 @@ from starter.errors import ApiError
 from starter.schemas import ErrorOut
 from starter.services import AccountService
 from starter.web import security
+from starter.web.i18n import Translator, pick_language
 from starter.web.login import client_address, throttle_of
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,14 @@ class InvoiceMeOut(BaseModel):
     extra_seconds: int
     amount_cents: int
     currency: str
-    status: str = Field(description="`paid`, `open`, `payment_failed`, `void` or `draft`.")
+    status: str = Field(
+        description="`paid`, `open`, `processing` (a SEPA direct debit being collected: "
+        "unpaid, not failed, takes days), `payment_failed`, `void` or `draft`."
+    )
+    status_label: str = Field(
+        description="The status in the account's language, as the web app shows it "
+        "(`Lastschrift wird eingezogen` / `Direct debit being collected`)."
+    )
     hosted_invoice_url: str | None
     created_at: str
 
@@ -721,6 +729,7 @@ async def invoices(
     before = _decode_cursor(cursor) if cursor else None
     row = await _own_account(request, customer.account_id)
     zone = ZoneInfo(row.timezone)
+    words = Translator(pick_language(row.locale))
     rows, more = await run_in_threadpool(
         _invoice_page, _db(request), customer.account_id, limit, before
     )
@@ -736,6 +745,7 @@ async def invoices(
                 amount_cents=r.amount_cents,
                 currency=r.currency,
                 status=r.status,
+                status_label=words.label("invoice.", r.status),
                 hosted_invoice_url=r.hosted_invoice_url,
                 created_at=local(r.created_at),
             )

@@ -6,10 +6,11 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from starter import schemas
 from starter.auth import admin_only
-from starter.payments import PaymentService
+from starter.payments import CardDeclined, PaymentService
 
 router = APIRouter()
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -39,12 +40,21 @@ async def payment_setup(account_id: str, payments: Payments) -> schemas.PaymentS
     "/v1/accounts/{account_id}/payment-method",
     response_model=schemas.PaymentMethodOut,
     dependencies=[admin_only],
-    responses=ERRORS,
+    responses={**ERRORS, 402: {"model": schemas.CardDeclinedOut}},
 )
 async def attach_payment_method(
     account_id: str, body: schemas.PaymentMethodIn, payments: Payments
-) -> schemas.PaymentMethodOut:
-    info = await payments.attach(account_id, body.payment_method_id, actor="admin")
+) -> schemas.PaymentMethodOut | JSONResponse:
+    """Make a payment method (``pm_…``, e.g. from a confirmed SetupIntent) the account's
+    default. A card Stripe declines is a 402 ``card_declined`` with ``decline_code``, and
+    nothing is saved."""
+    try:
+        info = await payments.attach(account_id, body.payment_method_id, actor="admin")
+    except CardDeclined as declined:
+        body_out = schemas.CardDeclinedOut(
+            error=declined.code, detail=declined.detail, decline_code=declined.decline_code
+        )
+        return JSONResponse(body_out.model_dump(), status_code=declined.status)
     return schemas.PaymentMethodOut(
         id=info.id, type=info.type, brand=info.brand, last4=info.last4, bank_code=info.bank_code
     )

@@ -3,6 +3,20 @@
 Stripe is reached only through :class:`overtime.stripe_gateway.StripeGateway`; the
 account workflow learns about payment methods through an Update, and an invoice's
 workflow about payment outcomes through a signal.
+
+Webhooks first, reconcile as the safety net: an invoice's workflow re-reads its invoice
+from Stripe when a webhook says something happened to it (``invoice.*`` events, and
+``invoice_payment.paid``, whose object names its ``invoice``), and on its own every
+reconcile interval in case an event was lost. ``payment_intent.*`` events are
+acknowledged but not forwarded: since API version 2025-03-31 a PaymentIntent has no
+``invoice`` field (the link is the invoice's ``payments`` list), and every outcome they
+report also arrives as an invoice event (``invoice.paid``, ``invoice.payment_failed``,
+``invoice.payment_action_required``) for the same invoice.
+
+A card that Stripe declines already when it is saved is answered with 402
+``card_declined`` (``detail`` a customer's sentence, ``decline_code`` Stripe's reason)
+and nothing is stored: no payment method on the account, no history row, no news to the
+workflow.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ from overtime.db import session_scope
 from overtime.models import Account, Invoice, StripeEvent
 from overtime.observability import WEBHOOK_FAILURES, count
 from overtime.stripe_gateway import PaymentMethodInfo, StripeGateway, is_retryable
+from starter.declines import decline_message, stripe_decline_code
 from starter.dispatcher import DispatchTimeout, WorkflowRejected
 from starter.errors import ApiError, unavailable
 from starter.services import AccountService
@@ -36,22 +51,24 @@ from workflows.types import PaymentEvent, PaymentMethodChange, invoice_workflow_
 
 log = logging.getLogger(__name__)
 
-# Stripe event types that change what we know about an invoice's payment.
+# Stripe event types that change what we know about an invoice's payment (the object is
+# the invoice), and the status they suggest. The workflow takes Stripe's word from a
+# fresh read, never from the event alone: events arrive late, twice and out of order.
 INVOICE_EVENTS = {
     "invoice.paid": "paid",
     "invoice.payment_succeeded": "paid",
     "invoice.payment_failed": "payment_failed",
+    "invoice.payment_action_required": "payment_failed",  # off-session: nobody to confirm
     "invoice.voided": "void",
     "invoice.marked_uncollectible": "void",
     "invoice.finalized": "open",
 }
-PAYMENT_INTENT_EVENTS = {
-    "payment_intent.succeeded": "paid",
-    "payment_intent.payment_failed": "payment_failed",
-    "payment_intent.processing": "open",
-    "payment_intent.canceled": "payment_failed",
-}
-UNPAID = ("open", "payment_failed", "draft")
+# Events whose object is an invoice_payment: its ``invoice`` field names the invoice.
+INVOICE_PAYMENT_EVENTS = {"invoice_payment.paid": "paid"}
+# Unpaid invoices charged again at once when a new payment method arrives. Not
+# "processing" (a SEPA debit being collected): unpaid too, but never charged again while
+# it lasts; its outcome is Stripe's to report.
+RETRY_ON_NEW_METHOD = ("open", "payment_failed", "draft")
 
 
 @dataclass
@@ -156,7 +173,8 @@ class PaymentService:
             raise unavailable(str(err), err.retry_after) from err
 
     async def _retry_unpaid_invoices(self, account_id: str) -> None:
-        """A new payment method: unpaid invoices are charged again at once."""
+        """A new payment method: unpaid invoices are charged again at once (not one whose
+        SEPA debit is still processing: that would be a second debit)."""
 
         def unpaid() -> list[Invoice]:
             with session_scope(self._db) as session:
@@ -164,7 +182,7 @@ class PaymentService:
                     session.exec(
                         select(Invoice).where(
                             Invoice.account_id == account_id,
-                            Invoice.status.in_(UNPAID),  # type: ignore[attr-defined]
+                            Invoice.status.in_(RETRY_ON_NEW_METHOD),  # type: ignore[attr-defined]
                         )
                     )
                 )
@@ -229,12 +247,12 @@ class PaymentService:
         obj = event["data"]["object"]
         if event_type in INVOICE_EVENTS:
             stripe_invoice_id, status = str(obj["id"]), INVOICE_EVENTS[event_type]
-        elif event_type in PAYMENT_INTENT_EVENTS and _field(obj, "invoice"):
-            stripe_invoice_id, status = (
-                str(_field(obj, "invoice")),
-                PAYMENT_INTENT_EVENTS[event_type],
-            )
+        elif event_type in INVOICE_PAYMENT_EVENTS and _id_of(_field(obj, "invoice")):
+            stripe_invoice_id = str(_id_of(_field(obj, "invoice")))
+            status = INVOICE_PAYMENT_EVENTS[event_type]
         else:
+            # payment_intent.*, customer.*, ...: acknowledged (Stripe stops retrying);
+            # what matters of them reaches us as an invoice event (see the module doc).
             return {"received": True, "handled": False}
 
         pending = self._in_flight.setdefault(event_id, _InFlight())
@@ -344,13 +362,26 @@ class PaymentService:
         try:
             return await run_in_threadpool(call, *args)
         except stripe.CardError as err:
-            raise ApiError(402, "card_declined", err.user_message or str(err)) from err
+            raise CardDeclined(stripe_decline_code(err)) from err
         except stripe.InvalidRequestError as err:
             raise ApiError(422, "invalid_payment_method", err.user_message or str(err)) from err
         except stripe.StripeError as err:
             if is_retryable(err):
                 raise ApiError(503, "stripe_unavailable", "Stripe is unavailable, retry") from err
             raise ApiError(502, "stripe_error", str(err)) from err
+
+
+class CardDeclined(ApiError):
+    """402 ``card_declined``: Stripe refused the card (at attach, before anything was
+    stored). ``decline_code`` is Stripe's reason; ``detail`` words it for a customer."""
+
+    def __init__(self, decline_code: str) -> None:
+        # The web app's words, in English for the API. Imported here: the web package
+        # imports its pages, and they import this module.
+        from starter.web.i18n import Translator
+
+        super().__init__(402, "card_declined", decline_message(Translator("en"), decline_code))
+        self.decline_code = decline_code
 
 
 _DUPLICATE: dict[str, object] = {"received": True, "duplicate": True}
@@ -386,6 +417,11 @@ def method_label(info: PaymentMethodInfo) -> str:
         return f"SEPA {country} •••• {last4}" if country else f"SEPA •••• {last4}"
     brand = (info.brand or "card").replace("_", " ").title()
     return f"{brand} •••• {last4}"
+
+
+def _id_of(value: object) -> object:
+    """An expandable field's id: the string itself, or the expanded object's ``id``."""
+    return _field(value, "id") if value is not None and not isinstance(value, str) else value
 
 
 def _field(obj: object, name: str) -> object:

@@ -19,6 +19,15 @@ class ErrorOut(BaseModel):
     detail: str
 
 
+class CardDeclinedOut(ErrorOut):
+    """402 ``card_declined``: the card was refused and nothing was saved."""
+
+    decline_code: str = Field(
+        description="Stripe's reason, e.g. `generic_decline`, `insufficient_funds`, "
+        "`expired_card`, `incorrect_cvc` (https://docs.stripe.com/declines/codes)."
+    )
+
+
 class PlanOut(BaseModel):
     plan: str
     monthly_fee_cents: int
@@ -283,6 +292,7 @@ class InvoiceOut(BaseModel):
     extra_seconds: int
     amount_cents: int
     currency: str
-    status: Literal["paid", "open", "payment_failed", "void", "draft"]
+    # processing: a SEPA direct debit being collected (days); unpaid, not failed.
+    status: Literal["paid", "open", "processing", "payment_failed", "void", "draft"]
     stripe_invoice_id: str | None
     hosted_invoice_url: str | None

@@ -451,12 +451,18 @@ async def stop_api(server: uvicorn.Server, task: asyncio.Task, api: Api) -> None
 
 @pytest.fixture(scope="session")
 async def api(
-    settings: Settings, temporal_client: Client, worker: WorkerControl
+    settings: Settings, temporal_client: Client, worker: WorkerControl, fake_stripe: FakeStripe
 ) -> AsyncIterator[Api]:
+    """The API under test; the fake Stripe's events reach its webhook route as Stripe's
+    would (signed, at least once, out of order, sometimes twice), whichever API made them."""
     server, task, api = await start_api(settings, temporal_client)
+    fake_stripe.forward_webhooks(
+        f"{api.base_url}/v1/stripe/webhook", settings.stripe_webhook_secret
+    )
     try:
         yield api
     finally:
+        fake_stripe.stop_forwarding()
         await stop_api(server, task, api)
 
 
@@ -470,6 +476,28 @@ async def short_api(
     """The same stack, but new accounts get billing periods of a few seconds."""
     short = settings.model_copy(update={"period_seconds": SHORT_PERIOD_SECONDS})
     server, task, api = await start_api(short, temporal_client)
+    try:
+        yield api
+    finally:
+        await stop_api(server, task, api)
+
+
+PATIENT_RECONCILE_SECONDS = 600
+
+
+@pytest.fixture(scope="session")
+async def patient_api(
+    settings: Settings, temporal_client: Client, worker: WorkerControl
+) -> AsyncIterator[Api]:
+    """Periods of seconds, and an unpaid invoice re-read from Stripe only every 10 minutes:
+    whatever its invoice workflow learns within seconds came by webhook."""
+    patient = settings.model_copy(
+        update={
+            "period_seconds": SHORT_PERIOD_SECONDS,
+            "reconcile_interval_seconds": PATIENT_RECONCILE_SECONDS,
+        }
+    )
+    server, task, api = await start_api(patient, temporal_client)
     try:
         yield api
     finally:

@@ -367,7 +367,7 @@ async def test_invoices_newest_first_a_page_at_a_time_and_only_ones_own(mobile: 
                     extra_seconds=60 * (month + 1),
                     unit_price_cents=39,
                     amount_cents=39 * (month + 1),
-                    status="paid" if month < 4 else "open",
+                    status={3: "processing", 4: "open"}.get(month, "paid"),
                     stripe_invoice_id=f"in_{uuid.uuid4().hex[:12]}",
                     hosted_invoice_url=f"https://invoice.stripe.test/{month}",
                     created_at=now,
@@ -410,6 +410,12 @@ async def test_invoices_newest_first_a_page_at_a_time_and_only_ones_own(mobile: 
     assert newest["period"]["start"] == (base + timedelta(days=124)).astimezone(berlin).isoformat()
     assert seen[-1]["period"]["start"] == "2026-01-01T01:00:00+01:00"  # the account's zone
     assert {"extra_seconds", "currency", "created_at"} <= newest.keys()
+    # A SEPA debit being collected: unpaid, not failed; worded as the web app words it.
+    assert [(i["status"], i["status_label"]) for i in seen[:3]] == [
+        ("open", "Offen"),
+        ("processing", "Lastschrift wird eingezogen"),
+        ("paid", "Bezahlt"),
+    ]
     assert (await get(mobile, "/v1/me/invoices", access)).json()["next_cursor"] is None
 
 

@@ -6,6 +6,7 @@ and extra minutes in one period, and the period's close invoices and charges the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -17,7 +18,7 @@ from billing.rules import cost_cents
 from devstack.fake_stripe import FakeStripe
 from devstack.mail_catcher import MailCatcher
 from overtime.db import session_scope
-from overtime.models import Invoice, UsageEntry
+from overtime.models import Account, Invoice, SettingsChange, UsageEntry
 from tests.conftest import SHORT_PERIOD_SECONDS, STRIPE_WEBHOOK_SECRET, Api, eventually
 
 STARTER_INCLUDED = 6000
@@ -54,10 +55,17 @@ async def invoice_with_status(api: Api, account: str, *statuses: str) -> dict[st
     return await eventually(check, timeout=SHORT_PERIOD_SECONDS * 4)
 
 
-def stripe_invoices_of(fake: FakeStripe, account: str) -> list[Any]:
+async def stripe_invoices_of(fake: FakeStripe, account: str) -> list[Any]:
+    """The account's invoices at Stripe, by metadata search: like Stripe's, the fake's
+    search shows a new invoice only after ``search_visibility_delay``, so wait that out."""
     client = stripe.StripeClient(fake.secret_key, base_addresses={"api": fake.api_base})
-    found = client.v1.invoices.search(params={"query": f"metadata['account_id']:'{account}'"})
-    return list(found.data)
+    query = {"query": f"metadata['account_id']:'{account}'"}
+    deadline = time.monotonic() + fake.search_visibility_delay + 5
+    while True:
+        found = await asyncio.to_thread(client.v1.invoices.search, params=query)
+        if found.data or time.monotonic() > deadline:
+            return list(found.data)
+        await asyncio.sleep(0.2)
 
 
 def signed(payload: dict[str, Any], secret: str = STRIPE_WEBHOOK_SECRET) -> tuple[bytes, str]:
@@ -87,7 +95,7 @@ async def test_card_invoice_paid_once_and_equal_to_the_ledger(
 
     # The catalog's prices are net (config/plans.toml [tax]): Stripe adds 19 % VAT,
     # 81 ct × 19 % = 15.39 → 15 ct, and charges 96 ct.
-    in_stripe = stripe_invoices_of(fake_stripe, account)
+    in_stripe = await stripe_invoices_of(fake_stripe, account)
     assert [i.id for i in in_stripe] == [invoice["stripe_invoice_id"]]
     assert in_stripe[0].status == "paid" and in_stripe[0].amount_paid == 96
     assert (in_stripe[0].subtotal, in_stripe[0].total_excluding_tax) == (81, 81)
@@ -124,21 +132,153 @@ async def test_card_invoice_paid_once_and_equal_to_the_ledger(
 
 async def test_sepa_invoice_paid(short_api: Api, fake_stripe: FakeStripe) -> None:
     api = short_api
-    account = await account_with_extra_minutes(api, "pm_sepa_debit", 60, locale="de")
+    account = await account_with_extra_minutes(api, "pm_success_de", 60, locale="de")
     state = await api.state(account)
     assert state["payment_method_on_file"] is True
     invoice = await invoice_with_status(api, account, "paid")
     assert invoice["amount_cents"] == STARTER_PRICE
-    assert [i.id for i in stripe_invoices_of(fake_stripe, account)] == [
+    assert [i.id for i in await stripe_invoices_of(fake_stripe, account)] == [
         invoice["stripe_invoice_id"]
     ]
+
+
+def pay_calls(fake: FakeStripe, stripe_invoice_id: str) -> int:
+    """``/pay`` requests that reached the fake for this invoice (answered or not)."""
+    return len(fake.requests("POST", f"/v1/invoices/{stripe_invoice_id}/pay"))
+
+
+async def test_sepa_invoice_processing_then_paid_charged_once(
+    short_api: Api, fake_stripe: FakeStripe, mail: MailCatcher
+) -> None:
+    """Stripe keeps a SEPA debit processing for days (the fake: a few seconds for
+    pm_successDelayed_de). Meanwhile the invoice is "processing", the workflow's reconcile
+    reads and webhooks change nothing, no second /pay is sent and no dunning starts."""
+    api = short_api
+    account = await account_with_extra_minutes(api, "pm_successDelayed_de", 60, locale="de")
+    email = f"{account}@example.com"
+    pending = await invoice_with_status(api, account, "processing")
+    stripe_id = pending["stripe_invoice_id"]
+    assert pending["amount_cents"] == STARTER_PRICE
+    assert pay_calls(fake_stripe, stripe_id) == 1
+    # Stripe's invoice_payment.paid names the invoice: it reaches the running workflow,
+    # which re-reads the invoice and keeps waiting (Stripe's word, not the event's).
+    event = {
+        "id": f"evt_inpay_{account}",
+        "object": "event",
+        "type": "invoice_payment.paid",
+        "data": {
+            "object": {"id": f"inpay_{account}", "object": "invoice_payment", "invoice": stripe_id}
+        },
+    }
+    body, header = signed(event)
+    answer = await api.anonymous.post(
+        "/v1/stripe/webhook", content=body, headers={"Stripe-Signature": header}
+    )
+    assert answer.status_code == 200
+    assert answer.json() == {"received": True, "handled": True}
+    # A new card meanwhile is no reason to charge again (it is for failed payments).
+    assert (await api.add_payment_method(account, "pm_card_visa")).status_code == 200
+    # Longer than a reconcile interval (2 s): re-read, still no second charge.
+    await asyncio.sleep(3)
+    assert pay_calls(fake_stripe, stripe_id) == 1
+    assert mail.with_notice(email, "payment_failed") == []
+
+    paid = await invoice_with_status(api, account, "paid")
+    assert paid["stripe_invoice_id"] == stripe_id
+    assert pay_calls(fake_stripe, stripe_id) == 1
+    assert mail.with_notice(email, "payment_failed") == []
+    assert [i.status for i in await stripe_invoices_of(fake_stripe, account)] == ["paid"]
+
+
+async def test_sepa_debit_failing_after_processing_starts_dunning(
+    short_api: Api, fake_stripe: FakeStripe, mail: MailCatcher
+) -> None:
+    """Dunning only after a real failure: no payment_failed email while the debit is
+    processing; once it fails, the email and the next attempt, which debits again."""
+    api = short_api
+    account = await account_with_extra_minutes(api, "pm_failedDelayed_de", 60)
+    email = f"{account}@example.com"
+    pending = await invoice_with_status(api, account, "processing")
+    stripe_id = pending["stripe_invoice_id"]
+    assert mail.with_notice(email, "payment_failed") == []
+    assert pay_calls(fake_stripe, stripe_id) == 1
+
+    failed = await invoice_with_status(api, account, "payment_failed")
+    assert failed["stripe_invoice_id"] == stripe_id
+    await eventually(lambda: len(mail.with_notice(email, "payment_failed")) == 1, timeout=10)
+    with session_scope(api.settings.resolved_database_url()) as session:
+        row = session.exec(select(Invoice).where(Invoice.account_id == account)).one()
+        assert row.failure_code
+    # The scheduled retry (2 s in the tests) is a new debit, processing again.
+    await invoice_with_status(api, account, "processing")
+    assert pay_calls(fake_stripe, stripe_id) == 2
+
+
+async def test_card_declined_at_attach_is_402_and_saves_nothing(
+    api: Api, mail: MailCatcher
+) -> None:
+    """Stripe refuses pm_card_visa_chargeDeclined* already at attach: the API says why,
+    and the account, its history and the workflow stay without a payment method."""
+    account = await api.create_account(locale="en")
+    for test_id, decline_code, words in [
+        ("pm_card_visa_chargeDeclined", "generic_decline", "Your bank declined the card."),
+        (
+            "pm_card_visa_chargeDeclinedInsufficientFunds",
+            "insufficient_funds",
+            "The card has insufficient funds.",
+        ),
+        ("pm_card_chargeDeclinedExpiredCard", "expired_card", "The card has expired."),
+        # Stripe: lost and stolen cards read to the customer as a generic decline.
+        ("pm_card_visa_chargeDeclinedStolenCard", "stolen_card", "Your bank declined the card."),
+    ]:
+        answer = await api.add_payment_method(account, test_id)
+        assert answer.status_code == 402, answer.text
+        body = answer.json()
+        assert (body["error"], body["decline_code"]) == ("card_declined", decline_code)
+        assert body["detail"].startswith(words) and "Nothing was saved." in body["detail"]
+    state = await api.state(account)
+    assert state["payment_method_on_file"] is False
+    with session_scope(api.settings.resolved_database_url()) as session:
+        row = session.get(Account, account)
+        assert row is not None and row.payment_method_id is None
+        changes = session.exec(
+            select(SettingsChange).where(SettingsChange.account_id == account)
+        ).all()
+        assert [c for c in changes if c.kind == "payment_method"] == []
+    refused = await api.admin.put(
+        f"/v1/accounts/{account}/extra-minutes", json={"enabled": True, "limit_cents": 1000}
+    )
+    assert refused.json()["error"] == "payment_method_required"
+    # A card that works afterwards is saved as usual.
+    assert (await api.add_payment_method(account, "pm_card_visa")).status_code == 200
+    await eventually(
+        lambda: len(mail.with_notice(f"{account}@example.com", "payment_method_changed")) == 1
+    )
+
+
+async def test_payment_intent_events_are_acknowledged_not_forwarded(api: Api) -> None:
+    """Since API 2025-03-31 a PaymentIntent names no invoice: its events are answered 200
+    (Stripe stops resending) and change nothing; the invoice events carry the news."""
+    for kind in ("payment_intent.succeeded", "payment_intent.processing"):
+        event = {
+            "id": f"evt_{kind}_{time.monotonic_ns()}",
+            "object": "event",
+            "type": kind,
+            "data": {"object": {"id": "pi_x", "object": "payment_intent", "invoice": "in_x"}},
+        }
+        body, header = signed(event)
+        answer = await api.anonymous.post(
+            "/v1/stripe/webhook", content=body, headers={"Stripe-Signature": header}
+        )
+        assert answer.status_code == 200
+        assert answer.json() == {"received": True, "handled": False}
 
 
 async def test_declined_card_dunning_suspension_and_recovery(
     short_api: Api, mail: MailCatcher
 ) -> None:
     api = short_api
-    account = await account_with_extra_minutes(api, "pm_card_chargeDeclined", 90)
+    account = await account_with_extra_minutes(api, "pm_card_chargeCustomerFail", 90)
     email = f"{account}@example.com"
     invoice = await invoice_with_status(api, account, "payment_failed")
     assert invoice["amount_cents"] == cost_cents(90, STARTER_PRICE)

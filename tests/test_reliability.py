@@ -196,6 +196,12 @@ async def rig(rig_parts: Rig) -> AsyncIterator[Rig]:
     short = await start_api(short_settings, rig.client)
     rig._servers = [main, short]
     rig.api, rig.month_end = main[2], short[2]
+    # Stripe's webhooks reach the product as in production (signed, at least once, some
+    # twice, out of order), through every fault below: a Temporal restart answers them
+    # 503 and the fake delivers again, as Stripe does.
+    rig.stripe.forward_webhooks(
+        f"{rig.api.base_url}/v1/stripe/webhook", rig.settings.stripe_webhook_secret
+    )
 
     async def healthy() -> bool:
         assert rig.api is not None
@@ -205,6 +211,7 @@ async def rig(rig_parts: Rig) -> AsyncIterator[Rig]:
     try:
         yield rig
     finally:
+        rig.stripe.stop_forwarding()
         for server, task, api in rig._servers:
             await stop_api(server, task, api)
 
@@ -486,6 +493,10 @@ async def invoiced_accounts(rig: Rig, extras: list[int]) -> tuple[list[str], Tra
 
 
 def stripe_invoices(rig: Rig, account: str) -> list[Any]:
+    """Every invoice of the account at Stripe, by metadata search. Like Stripe's, the
+    fake's search shows an invoice only ``search_visibility_delay`` after its creation:
+    waiting that out first makes every invoice written so far visible."""
+    time.sleep(rig.stripe.search_visibility_delay + 0.2)
     client = stripe.StripeClient(rig.stripe.secret_key, base_addresses={"api": rig.stripe.api_base})
     found = client.v1.invoices.search(
         params={"query": f"metadata['account_id']:'{account}'", "limit": 100}

@@ -36,6 +36,9 @@ def fake() -> Iterator[FakeStripe]:
 @pytest.fixture
 def gateway(fake: FakeStripe) -> Iterator[StripeGateway]:
     fake.clear_faults()
+    # Search is consistent here unless a test sets Stripe's lag (the fake's default is a
+    # lag; the tests that are about it set their own).
+    fake.search_visibility_delay = 0.0
     yield StripeGateway(fake.secret_key, api_base=fake.api_base)
     fake.clear_faults()
     fake.search_visibility_delay = 0.0
@@ -86,8 +89,17 @@ def keyed(fake: FakeStripe, path: str, key: str) -> list[RequestRecord]:
     return [r for r in fake.requests("POST", path) if r.idempotency_key == key]
 
 
-def charges(raw: stripe.StripeClient, customer: str) -> list[stripe.Charge]:
-    return list(raw.v1.charges.list(params={"customer": customer, "limit": 100}).data)
+def pay_calls(fake: FakeStripe, invoice_id: str) -> int:
+    """How many ``/pay`` requests reached the fake for this invoice."""
+    return len(fake.requests("POST", f"/v1/invoices/{invoice_id}/pay"))
+
+
+def payments(raw: stripe.StripeClient, customer: str) -> list[tuple[str, int]]:
+    """(status, amount_received) of the customer's PaymentIntents. Stripe makes one per
+    invoice when it is finalised and confirms it again on every attempt, so money taken
+    twice would show as a second intent or an amount_received above the invoice's."""
+    found = raw.v1.payment_intents.list(params={"customer": customer, "limit": 100})
+    return [(intent.status, intent.amount_received) for intent in found.data]
 
 
 # --- customers and payment methods ----------------------------------------------------
@@ -101,7 +113,9 @@ def test_customer_is_created_once_per_account(fake: FakeStripe, gateway: StripeG
     assert fresh_instance.ensure_customer(account, "one@example.com") == first
     assert again == first
     creations = keyed(fake, "/v1/customers", f"customer:{account}")
-    assert [(r.status, r.replayed, r.object_id) for r in creations] == [(200, False, first)]
+    # While search lags (the fake's default, like Stripe's) later calls replay the key.
+    assert [(r.status, r.object_id) for r in creations] == [(200, first)] * len(creations)
+    assert [r.replayed for r in creations] == [False] + [True] * (len(creations) - 1)
 
 
 def test_customer_converges_while_search_lags(fake: FakeStripe, gateway: StripeGateway) -> None:
@@ -112,6 +126,23 @@ def test_customer_converges_while_search_lags(fake: FakeStripe, gateway: StripeG
         account, "lag@example.com"
     )
     assert second == first
+    replays = [r.replayed for r in keyed(fake, "/v1/customers", f"customer:{account}")]
+    assert replays == [False, True]
+
+
+def test_customer_converges_when_the_email_changes_while_search_lags(
+    fake: FakeStripe, gateway: StripeGateway
+) -> None:
+    # The customer changes the address a moment after the first payment page: the second
+    # call replays the first create (same key, same parameters, never an
+    # idempotency_error) and the customer gets the new address.
+    fake.search_visibility_delay = 60
+    account = new_account()
+    first = gateway.ensure_customer(account, "old@example.com")
+    second = gateway.ensure_customer(account, "new@example.com")
+    assert second == first
+    raw = stripe.StripeClient(fake.secret_key, base_addresses={"api": fake.api_base})
+    assert raw.v1.customers.retrieve(first).email == "new@example.com"
     replays = [r.replayed for r in keyed(fake, "/v1/customers", f"customer:{account}")]
     assert replays == [False, True]
 
@@ -130,9 +161,43 @@ def test_attach_test_card_becomes_default(
     assert gateway.default_payment_method(customer) == info
 
 
+@pytest.mark.parametrize(
+    ("test_id", "code", "decline_code"),
+    [
+        ("pm_card_visa_chargeDeclined", "card_declined", "generic_decline"),
+        ("pm_card_visa_chargeDeclinedInsufficientFunds", "card_declined", "insufficient_funds"),
+        ("pm_card_visa_chargeDeclinedLostCard", "card_declined", "lost_card"),
+        ("pm_card_visa_chargeDeclinedStolenCard", "card_declined", "stolen_card"),
+        ("pm_card_chargeDeclinedExpiredCard", "expired_card", None),
+        ("pm_card_chargeDeclinedIncorrectCvc", "incorrect_cvc", None),
+        ("pm_card_chargeDeclinedProcessingError", "processing_error", None),
+    ],
+)
+def test_card_declined_at_attach_saves_nothing(
+    gateway: StripeGateway,
+    raw: stripe.StripeClient,
+    test_id: str,
+    code: str,
+    decline_code: str | None,
+) -> None:
+    """Stripe refuses these cards already when they are attached (docs.stripe.com/testing,
+    "Declined payments"): a CardError, and the customer has no payment method after it."""
+    _, customer = customer_with(gateway, None)
+    with pytest.raises(stripe.CardError) as declined:
+        gateway.attach_default_payment_method(customer, test_id)
+    assert declined.value.http_status == 402 and declined.value.code == code
+    if decline_code is not None:
+        assert declined.value.error is not None
+        assert declined.value.error.decline_code == decline_code
+    assert not is_retryable(declined.value)
+    assert gateway.default_payment_method(customer) is None
+    attached = raw.v1.payment_methods.list(params={"customer": customer, "type": "card"})
+    assert list(attached.data) == []
+
+
 def test_attach_sepa_debit(gateway: StripeGateway) -> None:
     _, customer = customer_with(gateway, None)
-    info = gateway.attach_default_payment_method(customer, "pm_sepa_debit")
+    info = gateway.attach_default_payment_method(customer, "pm_success_de")
     assert (info.type, info.brand, info.last4, info.bank_code) == (
         "sepa_debit",
         None,
@@ -209,8 +274,35 @@ def test_period_invoice_create_finalize_pay(
     paid = gateway.pay_invoice(draft.invoice_id, f"{account}:P1:pay:1")
     assert (paid.status, paid.amount_cents, paid.failure_code) == ("paid", 1234, None)
     assert gateway.pay_invoice(draft.invoice_id, f"{account}:P1:pay:2").status == "paid"
-    assert [(c.amount, c.status) for c in charges(raw, customer)] == [(1234, "succeeded")]
+    assert payments(raw, customer) == [("succeeded", 1234)]
+    assert pay_calls(fake, draft.invoice_id) == 1  # the second call read "paid" and stopped
     assert gateway.retrieve_invoice(draft.invoice_id) == paid
+
+
+def test_retry_while_search_lags_acts_on_the_invoice_as_it_is_now(
+    fake: FakeStripe, gateway: StripeGateway
+) -> None:
+    """A retry within Stripe's search lag: the create replays its first answer (a draft
+    without lines); the gateway re-reads instead of adding the line again, so a line text
+    that changed meanwhile (the customer switched language) is no idempotency error."""
+    fake.search_visibility_delay = 60
+    account, customer = customer_with(gateway, "pm_card_visa")
+    first = period_invoice(gateway, account, customer)
+    opened = gateway.finalize_invoice(first.invoice_id, f"{account}:P1:finalize")
+    again = gateway.create_period_invoice(
+        customer_id=customer,
+        account_id=account,
+        period_key="P1",
+        extra_seconds=2962,
+        unit_price_cents=25,
+        amount_cents=1234,
+        description="Zusätzliche Minuten 49,4 Min. x 0,25 EUR",
+    )
+    assert again == opened
+    replays = keyed(fake, "/v1/invoices", f"{account}:P1:invoice")
+    assert [r.replayed for r in replays] == [False, True]
+    items = keyed(fake, "/v1/invoiceitems", f"{account}:P1:invoiceitem")
+    assert [r.replayed for r in items] == [False]
 
 
 def test_period_invoice_is_created_once(fake: FakeStripe, gateway: StripeGateway) -> None:
@@ -289,9 +381,10 @@ def test_find_period_invoice_by_metadata(gateway: StripeGateway) -> None:
 
 
 def test_declined_card_is_a_result_not_an_exception(
-    gateway: StripeGateway, raw: stripe.StripeClient
+    fake: FakeStripe, gateway: StripeGateway, raw: stripe.StripeClient
 ) -> None:
-    account, customer = customer_with(gateway, "pm_card_chargeDeclined")
+    # Attaches fine, every charge declined (docs.stripe.com/testing: 4000000000000341).
+    account, customer = customer_with(gateway, "pm_card_chargeCustomerFail")
     invoice = period_invoice(gateway, account, customer)
     gateway.finalize_invoice(invoice.invoice_id, f"{account}:P1:finalize")
 
@@ -300,12 +393,15 @@ def test_declined_card_is_a_result_not_an_exception(
     assert gateway.retrieve_invoice(invoice.invoice_id) == failed
     # Same key: Stripe replays the decline, nothing is charged again.
     assert gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:1") == failed
-    assert [c.status for c in charges(raw, customer)] == ["failed"]
+    replays = keyed(fake, f"/v1/invoices/{invoice.invoice_id}/pay", f"{account}:P1:pay:1")
+    assert [r.replayed for r in replays] == [False, True]
+    assert payments(raw, customer) == [("requires_payment_method", 0)]
 
     gateway.attach_default_payment_method(customer, "pm_card_visa")
     paid = gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:2")
     assert (paid.status, paid.failure_code) == ("paid", None)
-    assert sorted(c.status for c in charges(raw, customer)) == ["failed", "succeeded"]
+    # The invoice's one PaymentIntent, confirmed again with the new card.
+    assert payments(raw, customer) == [("succeeded", 1234)]
 
 
 def test_off_session_authentication_fails_the_attempt(gateway: StripeGateway) -> None:
@@ -317,38 +413,61 @@ def test_off_session_authentication_fails_the_attempt(gateway: StripeGateway) ->
 
 
 def test_missing_payment_method_is_a_failed_payment(
-    gateway: StripeGateway, raw: stripe.StripeClient
+    fake: FakeStripe, gateway: StripeGateway, raw: stripe.StripeClient
 ) -> None:
     account, customer = customer_with(gateway, None)
     invoice = period_invoice(gateway, account, customer)
     result = gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:1")
     assert (result.status, result.failure_code) == ("payment_failed", "no_payment_method")
-    assert charges(raw, customer) == []
+    assert pay_calls(fake, invoice.invoice_id) == 0
 
 
-def test_sepa_debit_pays(gateway: StripeGateway, raw: stripe.StripeClient) -> None:
-    account, customer = customer_with(gateway, "pm_sepa_debit")
+def settled(gateway: StripeGateway, invoice_id: str, timeout: float = 10) -> InvoiceResult:
+    """The invoice once its debit is no longer processing (the fake settles on a timer)."""
+    deadline = time.monotonic() + timeout
+    result = gateway.retrieve_invoice(invoice_id)
+    while result.status == "processing" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        result = gateway.retrieve_invoice(invoice_id)
+    return result
+
+
+def test_sepa_debit_processing_then_paid_is_charged_once(
+    fake: FakeStripe, gateway: StripeGateway, raw: stripe.StripeClient
+) -> None:
+    """Stripe keeps a SEPA debit processing for days; the fake for
+    ``sepa_processing_seconds``. Meanwhile the invoice is "processing" and a further
+    attempt (a new key, as the workflow's next attempt would have) sends no /pay."""
+    account, customer = customer_with(gateway, "pm_success_de")
     invoice = period_invoice(gateway, account, customer, amount=777)
-    paid = gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:1")
+    pending = gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:1")
+    assert (pending.status, pending.failure_code) == ("processing", None)
+    assert gateway.retrieve_invoice(invoice.invoice_id).status == "processing"
+    again = gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:2")
+    assert again.status in ("processing", "paid")
+    assert pay_calls(fake, invoice.invoice_id) == 1
+    paid = settled(gateway, invoice.invoice_id)
     assert (paid.status, paid.amount_cents) == ("paid", 777)
-    assert [c.amount for c in charges(raw, customer)] == [777]
+    assert gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:3") == paid
+    assert pay_calls(fake, invoice.invoice_id) == 1
+    assert payments(raw, customer) == [("succeeded", 777)]
 
 
 def test_sepa_debit_processing_then_failing_is_charged_once(
-    gateway: StripeGateway, raw: stripe.StripeClient
+    fake: FakeStripe, gateway: StripeGateway, raw: stripe.StripeClient
 ) -> None:
-    account, customer = customer_with(gateway, "pm_sepa_debit_failed")
+    account, customer = customer_with(gateway, "pm_failed_de")
     invoice = period_invoice(gateway, account, customer)
     pending = gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:1")
-    assert pending.status == "open"
-    assert gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:2").status == "open"
-    deadline = time.monotonic() + 5
-    result = gateway.retrieve_invoice(invoice.invoice_id)
-    while result.status == "open" and time.monotonic() < deadline:
-        time.sleep(0.1)
-        result = gateway.retrieve_invoice(invoice.invoice_id)
+    assert pending.status == "processing"
+    assert gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:2").status in (
+        "processing",
+        "payment_failed",
+    )
+    result = settled(gateway, invoice.invoice_id)
     assert result.status == "payment_failed" and result.failure_code
-    assert len(charges(raw, customer)) == 1
+    assert pay_calls(fake, invoice.invoice_id) == 1
+    assert payments(raw, customer) == [("requires_payment_method", 0)]
 
 
 # --- faults and retries ---------------------------------------------------------------
@@ -385,7 +504,7 @@ def test_lost_answer_is_replayed_not_repeated(
     # The charge went through although we never heard back; the retry must not charge.
     paid = strict_gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:1")
     assert paid.status == "paid"
-    assert [c.amount for c in charges(raw, customer)] == [1234]
+    assert payments(raw, customer) == [("succeeded", 1234)]
 
 
 def test_sdk_retry_reuses_the_idempotency_key(fake: FakeStripe, gateway: StripeGateway) -> None:

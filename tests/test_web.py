@@ -277,7 +277,7 @@ async def test_sepa_debit_with_mandate_in_english(api: Api, browser: Browser) ->
         5000,
         True,
     )
-    # A declined card is Stripe's word, shown in the page; nothing changes.
+    # A card Stripe declines when it is saved: our words for Stripe's reason; nothing changes.
     await page.get_by_text("Use another payment method").click()
     await page.get_by_text("Card", exact=True).click()
     card = page.locator("#card-element")
@@ -286,7 +286,10 @@ async def test_sepa_debit_with_mandate_in_english(api: Api, browser: Browser) ->
     await card.get_by_placeholder("exp_year").fill("34")
     await card.get_by_placeholder("cvc").fill("123")
     await page.get_by_role("button", name="Save payment details", exact=True).click()
-    await expect(page.get_by_test_id("payment-error")).to_contain_text(re.compile(r"declin"))
+    await expect(page.get_by_test_id("payment-error")).to_have_text(
+        "Your bank declined the card. Your bank can tell you why. Nothing was saved. "
+        "Add another card or your bank account (SEPA direct debit)."
+    )
     await page.reload()
     await expect(page.get_by_test_id("payment-on-file")).to_contain_text("IBAN •••• 3000")
 
@@ -494,7 +497,9 @@ async def test_invoice_pages_and_retrying_a_failed_payment(
 ) -> None:
     api = short_api  # billing periods of a few seconds: invoices come quickly
     account_id, email = await customer(api)
-    assert (await api.add_payment_method(account_id, "pm_card_chargeDeclined")).status_code == 200
+    assert (
+        await api.add_payment_method(account_id, "pm_card_chargeCustomerFail")
+    ).status_code == 200
     assert (await api.enable(account_id, limit_minutes=30)).status_code == 200
     assert await api.call(account_id, "included", 6000) == 6000
     assert await api.call(account_id, "extra", 90) == 90

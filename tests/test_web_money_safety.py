@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
+from overtime.db import session_scope
+from overtime.models import Invoice
 from tests import test_web
 from tests.conftest import Api, eventually
 from tests.test_web import ADMIN_EMAIL, ADMIN_PASSWORD, customer, shot, sign_in
@@ -62,7 +65,9 @@ async def test_failed_payment_is_shown_on_every_page_and_fixed_from_the_invoice(
 ) -> None:
     api = short_api  # periods of a few seconds: the invoice comes quickly
     account_id, email = await customer(api)
-    assert (await api.add_payment_method(account_id, "pm_card_chargeDeclined")).status_code == 200
+    assert (
+        await api.add_payment_method(account_id, "pm_card_chargeCustomerFail")
+    ).status_code == 200
     assert (await api.enable(account_id, limit_minutes=30)).status_code == 200
     assert await api.call(account_id, "included", 6000) == 6000
     assert await api.call(account_id, "extra", 90) == 90
@@ -126,12 +131,129 @@ async def test_failed_payment_is_shown_on_every_page_and_fixed_from_the_invoice(
     await ctx.close()
 
 
+async def fill_card(page: Page, number: str) -> None:
+    card = page.locator("#card-element")
+    await card.get_by_placeholder("number").fill(number)
+    await card.get_by_placeholder("exp_month").fill("12")
+    await card.get_by_placeholder("exp_year").fill("34")
+    await card.get_by_placeholder("cvc").fill("123")
+
+
+async def test_card_declined_when_saved_says_why_in_german_and_saves_nothing(
+    api: Api, browser: Browser
+) -> None:
+    """Stripe refuses these test cards already when the SetupIntent is confirmed in the
+    browser (docs.stripe.com/testing, "Declined payments"): the page says why, in the
+    customer's language, and nothing is stored anywhere."""
+    account_id, email = await customer(api)
+    ctx = await context(browser, api, DESKTOP)
+    page = await ctx.new_page()
+    await sign_in(page, email)
+    await page.goto(f"/app/a/{account_id}/assistant/extra-minutes")
+    await page.get_by_text("Kreditkarte", exact=True).click()
+    error = page.get_by_test_id("payment-error")
+    save = page.get_by_role("button", name="Zahlungsdaten speichern", exact=True)
+    nothing_saved = (
+        " Es wurde nichts gespeichert. Hinterlege eine andere Karte oder Dein Bankkonto "
+        "(SEPA-Lastschrift)."
+    )
+    for number, reason in [
+        ("4000000000009995", "Die Karte ist nicht ausreichend gedeckt."),
+        (
+            "4000000000000002",
+            "Deine Bank hat die Karte abgelehnt. Den Grund erfährst Du bei Deiner Bank.",
+        ),
+        (
+            "4000000000000069",
+            "Die Karte ist abgelaufen. Prüfe das Ablaufdatum oder nimm eine andere Karte.",
+        ),
+    ]:
+        await fill_card(page, number)
+        await save.click()
+        await expect(error).to_have_text(reason + nothing_saved)
+    await shot(page, "card-declined")
+    await page.reload()
+    await expect(page.get_by_test_id("payment-on-file")).to_have_count(0)
+    history = page.get_by_test_id("history").locator('td[data-kind="payment_method"]')
+    await expect(history).to_have_count(0)
+    state = await api.state(account_id)
+    assert state["payment_method_on_file"] is False
+    # A working card afterwards is saved as always.
+    await page.get_by_text("Kreditkarte", exact=True).click()
+    await fill_card(page, "4242424242424242")
+    await save.click()
+    await expect(page.get_by_test_id("flash")).to_have_text("Zahlungsmethode gespeichert.")
+    await expect(page.get_by_test_id("payment-on-file")).to_contain_text("Visa •••• 4242")
+    await ctx.close()
+
+
+async def test_direct_debit_being_collected_is_shown_and_not_dunned(
+    api: Api, browser: Browser
+) -> None:
+    """A SEPA debit is processing for days: the invoice says so (German desktop, English
+    phone), no failed-payment banner, and the admin console offers no retry (a second
+    debit)."""
+    now = datetime.now(UTC)
+    accounts = {}
+    for locale in ("de", "en"):
+        account_id, email = await customer(api, locale=locale)
+        assert (await api.add_payment_method(account_id, "pm_success_de")).status_code == 200
+        with session_scope(api.settings.resolved_database_url()) as session:
+            session.add(
+                Invoice(
+                    account_id=account_id,
+                    period_start=now - timedelta(days=31),
+                    period_end=now - timedelta(days=1),
+                    extra_seconds=600,
+                    unit_price_cents=39,
+                    amount_cents=390,
+                    status="processing",
+                    stripe_invoice_id=f"in_processing_{account_id}",
+                    hosted_invoice_url="https://invoice.stripe.test/processing",
+                    attempts=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            session.commit()
+        accounts[locale] = (account_id, email)
+    for locale, viewport, label, note in [
+        ("de", DESKTOP, "Lastschrift wird eingezogen", "Die Lastschrift ist unterwegs."),
+        ("en", PHONE, "Direct debit being collected", "The direct debit is on its way."),
+    ]:
+        account_id, email = accounts[locale]
+        ctx = await context(browser, api, viewport)
+        page = await ctx.new_page()
+        await sign_in(page, email)
+        await page.goto(f"/app/a/{account_id}/invoices")
+        row = page.get_by_test_id("invoices").locator("tbody tr").first
+        await expect(row.get_by_test_id("invoice-status")).to_have_text(label)
+        await expect(row.get_by_test_id("invoice-processing")).to_contain_text(note)
+        await expect(row.get_by_test_id("invoice-fix")).to_have_count(0)
+        await expect(page.get_by_test_id("payment-banner")).to_have_count(0)
+        if locale == "de":
+            await shot(page, "invoice-processing")
+        await ctx.close()
+
+    admin = await context(browser, api, DESKTOP)
+    page = await admin.new_page()
+    await sign_in(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    await page.goto(f"/admin/accounts/{accounts['de'][0]}")
+    invoice = page.get_by_test_id("invoices").locator("tbody tr").first
+    await expect(invoice).to_contain_text("processing")
+    await expect(invoice).to_contain_text("SEPA debit being collected")
+    await expect(invoice.get_by_role("button", name="Retry payment")).to_have_count(0)
+    await admin.close()
+
+
 async def test_failed_payment_banner_in_english_on_a_phone(
     short_api: Api, browser: Browser
 ) -> None:
     api = short_api
     account_id, email = await customer(api, locale="en")
-    assert (await api.add_payment_method(account_id, "pm_card_chargeDeclined")).status_code == 200
+    assert (
+        await api.add_payment_method(account_id, "pm_card_chargeCustomerFail")
+    ).status_code == 200
     assert (await api.enable(account_id, limit_minutes=30)).status_code == 200
     assert await api.call(account_id, "included", 6000) == 6000
     assert await api.call(account_id, "extra", 60) == 60

@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from devstack.mail_catcher import MailCatcher
+from starter.declines import KNOWN_CODES, REASONS, decline_reason
 from starter.web.charts import day_chart
+from starter.web.customer import decline_texts
 from starter.web.data import DayUsage
 from starter.web.i18n import MESSAGES, Translator, parse_euros, parse_minutes
 from starter.web.login import pending_code_mails
@@ -119,6 +121,29 @@ async def test_every_post_needs_the_csrf_token(api: Api) -> None:
         assert accepted.status_code == 200, accepted.text
         assert accepted.json()["last4"] == "4242"
         assert (await api.state(account_id))["payment_method_on_file"] is True
+
+
+async def test_card_declined_at_the_web_app_is_worded_for_the_customer(api: Api) -> None:
+    """A card attached without the browser's SetupIntent (the same route) and declined by
+    Stripe: 402 with the reason in the page's language (German here), nothing saved."""
+    account_id, email = await customer(api)
+    async with browser_like(api) as client:
+        assert (await sign_in(client, email, PASSWORD)).status_code == 303
+        token = await csrf_of(client, f"/app/a/{account_id}/assistant/extra-minutes")
+        declined = await client.post(
+            f"/app/a/{account_id}/payment/method",
+            json={"payment_method_id": "pm_card_visa_chargeDeclinedLostCard"},
+            headers={"X-CSRF-Token": token},
+        )
+    assert declined.status_code == 402, declined.text
+    assert declined.json() == {
+        "error": "card_declined",
+        # A lost card reads as a generic decline (Stripe's guidance).
+        "message": "Deine Bank hat die Karte abgelehnt. Den Grund erfährst Du bei Deiner "
+        "Bank. Es wurde nichts gespeichert. Hinterlege eine andere Karte oder Dein "
+        "Bankkonto (SEPA-Lastschrift).",
+    }
+    assert (await api.state(account_id))["payment_method_on_file"] is False
 
 
 async def test_failed_sign_ins_ask_the_owner_for_an_emailed_code(
@@ -242,3 +267,20 @@ def test_day_chart_scales_to_the_busiest_day() -> None:
     assert busiest.included_minutes == 100 and busiest.extra_minutes == 20
     assert busiest.extra_y < busiest.included_y
     assert chart.bars[2].included_height == chart.bars[2].extra_height == 0
+
+
+def test_every_decline_reason_is_worded_in_both_languages() -> None:
+    assert decline_reason("card_declined", "insufficient_funds") == "insufficient_funds"
+    assert decline_reason("expired_card") == "expired_card"
+    assert decline_reason("card_declined", "merchant_blacklist") == "generic_decline"
+    assert decline_reason("card_declined", "card_velocity_exceeded") == "insufficient_funds"
+    assert decline_reason("setup_intent_authentication_failure") == "authentication_required"
+    assert decline_reason(None) == "generic_decline"
+    for lang in ("de", "en"):
+        t = Translator(lang)
+        assert all(t(f"payments.decline.{reason}") for reason in REASONS)
+        texts = decline_texts(t)
+        assert set(texts) == set(KNOWN_CODES)
+        # Stripe: never tell a customer the card was reported lost or stolen.
+        assert texts["lost_card"] == texts["stolen_card"] == texts["generic_decline"]
+        assert len({texts[reason] for reason in REASONS}) == len(REASONS) - 2

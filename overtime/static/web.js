@@ -176,6 +176,17 @@
     }
   }
 
+  // A card its bank refuses (Stripe.js: type "card_error") is explained in our words
+  // (data-declines: Stripe's decline_code or code → the sentence, in the page's
+  // language, "nothing was saved" included); other errors keep Stripe's message.
+  var declines = JSON.parse(box.dataset.declines || "{}");
+
+  function stripeErrorMessage(error) {
+    var text = declines[error.decline_code] || declines[error.code];
+    if (!text && error.type === "card_error") text = declines.generic_decline;
+    return text || error.message || String(error);
+  }
+
   async function errorMessage(response) {
     try {
       var body = await response.json();
@@ -213,7 +224,7 @@
           payment_method: { card: cardElement, billing_details: { email: email } },
         });
       }
-      if (result.error) throw new Error(result.error.message || String(result.error));
+      if (result.error) throw new Error(stripeErrorMessage(result.error));
       var method = result.setupIntent.payment_method;
       var stored = await postJson(base + "/payment/method", {
         payment_method_id: typeof method === "string" ? method : method.id,

@@ -685,6 +685,10 @@ async def retry_payment(account_id: str, invoice_id: int, ctx: Admin) -> Respons
     invoice = await run_in_threadpool(find)
     if invoice is None or invoice.account_id != account_id:
         raise PageError(404, "notfound")
+    if invoice.status == "processing":
+        # A SEPA debit is under way: charging now would debit the customer twice.
+        flash(request, "The invoice's direct debit is still processing; nothing to retry.", "error")
+        return RedirectResponse(f"/admin/accounts/{account_id}#invoices", status_code=303)
     form = await request.form()
     reason, pending = _confirmed(
         form,

@@ -20,6 +20,14 @@ mandate text shown beside the IBAN) and posts only the resulting ``pm_…`` id b
   Stripe.js accepts too). The input has no ``name`` and sits outside anything posted
   here: the IBAN still goes from the browser to Stripe only.
 
+A declined card: Stripe refuses a card such as 4000 0000 0000 0002 already when the
+SetupIntent is confirmed in the browser, so Stripe.js answers with an error (``type``
+``card_error``, ``code``, ``decline_code``) and nothing reaches this server. The page
+carries :func:`decline_texts` (every Stripe code the browser may meet → the customer's
+sentence in the page's language, from ``starter/declines.py``), and the script shows that
+sentence rather than Stripe's English one. A decline at ``/payment/method`` (a card
+attached without a SetupIntent) is worded the same way on the server.
+
 Switching extra minutes on needs a payment method (``payment_method_required``), and the
 help article puts the payment step last: with JavaScript, "save" on the form first
 confirms the payment details with Stripe, then posts the settings; without JavaScript the
@@ -37,7 +45,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from billing.rules import ExtraMinutesSettings, allowed_extra_seconds
+from starter.declines import KNOWN_CODES, decline_message
 from starter.errors import ApiError
+from starter.payments import CardDeclined
 from starter.services import parse_percents
 from starter.web import data
 from starter.web.charts import day_chart
@@ -232,6 +242,7 @@ async def _extra_minutes_page(
         stripe_js_url=gateway.stripe_js_url,
         stripe_fake=not gateway.stripe_js_url.startswith("https://js.stripe.com/"),
         publishable_key=gateway.publishable_key,
+        declines=decline_texts(ctx.t),
         email=row.email,
         equals=_equals(ctx.t, unit, value, plan.extra_minute_price_cents),
         max_eur=ctx.t.money(settings.max_limit_cents),
@@ -244,6 +255,12 @@ async def _extra_minutes_page(
             )
         ),
     )
+
+
+def decline_texts(t: Translator) -> dict[str, str]:
+    """For the page's script: each Stripe code (``decline_code`` or error ``code``) to
+    :func:`decline_message`, in the page's language."""
+    return {code: decline_message(t, code) for code in KNOWN_CODES}
 
 
 def _equals(t: Translator, unit: str, value: str, price_cents: int) -> str:
@@ -480,11 +497,12 @@ async def remove_payment_method(account_id: str, ctx: Customer) -> Response:
 
 
 def _json_error(ctx: PageContext, err: ApiError) -> Response:
-    message = (
-        ctx.t("error.stripe", detail=err.detail)
-        if err.status in (402, 422, 502)
-        else (ctx.t("error.busy"))
-    )
+    if isinstance(err, CardDeclined):
+        message = decline_message(ctx.t, err.decline_code)
+    elif err.status in (402, 422, 502):
+        message = ctx.t("error.stripe", detail=err.detail)
+    else:
+        message = ctx.t("error.busy")
     return security_headers(
         ctx.request,
         JSONResponse({"error": err.code, "message": message}, status_code=err.status),

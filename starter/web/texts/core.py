@@ -126,7 +126,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
         "payment.fake_notice": (
             "Testumgebung: Stripe läuft lokal (localstripe). Test-IBAN DE89370400440532013000, "
-            "Testkarte 4242 4242 4242 4242."
+            "Testkarte 4242 4242 4242 4242, abgelehnte Karte 4000 0000 0000 0002."
         ),
         "save": "Speichern",
         "save_and_enable": "Zahlungsdaten speichern und aktivieren",
@@ -199,6 +199,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
         "invoice.paid": "Bezahlt",
         "invoice.open": "Offen",
+        "invoice.processing": "Lastschrift wird eingezogen",
         "invoice.payment_failed": "Zahlung fehlgeschlagen",
         "invoice.void": "Storniert",
         "invoice.draft": "Entwurf",
@@ -336,7 +337,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
         "payment.fake_notice": (
             "Test environment: Stripe runs locally (localstripe). Test IBAN "
-            "DE89370400440532013000, test card 4242 4242 4242 4242."
+            "DE89370400440532013000, test card 4242 4242 4242 4242, declined card "
+            "4000 0000 0000 0002."
         ),
         "save": "Save",
         "save_and_enable": "Save payment details and enable",
@@ -406,6 +408,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
         "invoice.paid": "Paid",
         "invoice.open": "Open",
+        "invoice.processing": "Direct debit being collected",
         "invoice.payment_failed": "Payment failed",
         "invoice.void": "Void",
         "invoice.draft": "Draft",

@@ -1,5 +1,6 @@
-"""Words of money safety (German and English): a declined payment, the confirmations a
-change that stops calls asks for, and the settings history's kinds."""
+"""Words of money safety (German and English): a declined payment, a card declined when
+it is saved, a direct debit being collected, the confirmations a change that stops calls
+asks for, and the settings history's kinds."""
 
 from __future__ import annotations
 
@@ -24,6 +25,41 @@ MESSAGES: dict[str, dict[str, str]] = {
         "payments.fix_method": "Zahlungsmethode ändern",
         "payments.pay_online": "Rechnung online bezahlen",
         "payments.to_invoices": "Zu den Rechnungen",
+        # A card refused when it is saved (starter/declines.py picks the reason; lost and
+        # stolen cards read as a generic decline, as Stripe asks).
+        "payments.decline.generic_decline": (
+            "Deine Bank hat die Karte abgelehnt. Den Grund erfährst Du bei Deiner Bank."
+        ),
+        "payments.decline.insufficient_funds": "Die Karte ist nicht ausreichend gedeckt.",
+        "payments.decline.lost_card": (
+            "Deine Bank hat die Karte abgelehnt. Den Grund erfährst Du bei Deiner Bank."
+        ),
+        "payments.decline.stolen_card": (
+            "Deine Bank hat die Karte abgelehnt. Den Grund erfährst Du bei Deiner Bank."
+        ),
+        "payments.decline.expired_card": (
+            "Die Karte ist abgelaufen. Prüfe das Ablaufdatum oder nimm eine andere Karte."
+        ),
+        "payments.decline.incorrect_cvc": (
+            "Die Prüfnummer (CVC) stimmt nicht. Du findest sie auf der Rückseite der Karte."
+        ),
+        "payments.decline.processing_error": (
+            "Beim Prüfen der Karte ist ein Fehler aufgetreten. Bitte versuche es in ein paar "
+            "Minuten noch einmal."
+        ),
+        "payments.decline.authentication_required": (
+            "Die Karte muss bei Deiner Bank bestätigt werden (3D Secure), und das ist nicht "
+            "geschehen. Versuche es noch einmal und bestätige die Karte."
+        ),
+        "payments.decline_nothing_saved": (
+            "Es wurde nichts gespeichert. Hinterlege eine andere Karte oder Dein Bankkonto "
+            "(SEPA-Lastschrift)."
+        ),
+        # An invoice whose SEPA direct debit is on its way (days at the banks).
+        "payments.processing_note": (
+            "Die Lastschrift ist unterwegs. Bis Deine Bank sie bestätigt, können einige "
+            "Werktage vergehen; wir buchen in dieser Zeit nicht noch einmal ab."
+        ),
         # The spend beside the limit field.
         "payments.spent_label": "Bisher in diesem Zeitraum genutzt",
         "payments.used_minutes": "{minutes} zusätzliche Minuten",
@@ -85,6 +121,34 @@ MESSAGES: dict[str, dict[str, str]] = {
         "payments.fix_method": "Update payment method",
         "payments.pay_online": "Pay the invoice online",
         "payments.to_invoices": "Go to invoices",
+        "payments.decline.generic_decline": (
+            "Your bank declined the card. Your bank can tell you why."
+        ),
+        "payments.decline.insufficient_funds": "The card has insufficient funds.",
+        "payments.decline.lost_card": "Your bank declined the card. Your bank can tell you why.",
+        "payments.decline.stolen_card": (
+            "Your bank declined the card. Your bank can tell you why."
+        ),
+        "payments.decline.expired_card": (
+            "The card has expired. Check the expiry date or use another card."
+        ),
+        "payments.decline.incorrect_cvc": (
+            "The security code (CVC) is incorrect. You find it on the back of the card."
+        ),
+        "payments.decline.processing_error": (
+            "An error occurred while checking the card. Please try again in a few minutes."
+        ),
+        "payments.decline.authentication_required": (
+            "The card must be confirmed with your bank (3D Secure), and that did not happen. "
+            "Try again and confirm the card."
+        ),
+        "payments.decline_nothing_saved": (
+            "Nothing was saved. Add another card or your bank account (SEPA direct debit)."
+        ),
+        "payments.processing_note": (
+            "The direct debit is on its way. Your bank may take a few business days to "
+            "confirm it; we do not debit again meanwhile."
+        ),
         "payments.spent_label": "Used so far this period",
         "payments.used_minutes": "{minutes} extra minutes",
         "payments.confirm_question": "Please confirm",
