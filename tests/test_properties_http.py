@@ -22,6 +22,7 @@ import hypothesis
 import hypothesis.errors
 import pytest
 import schemathesis
+import schemathesis.specs.openapi.schemas  # imported at collection: see below
 from hypothesis import HealthCheck
 from schemathesis import checks
 from schemathesis.generation import GenerationMode
@@ -30,6 +31,11 @@ from sqlmodel import select
 from overtime.db import session_scope
 from overtime.models import UsageEntry
 from tests.conftest import ADMIN_TOKEN, TELEPHONY_TOKEN, Api
+
+# schemathesis imports its OpenAPI machinery lazily, on the first ``from_dict``: under
+# pytest's assertion rewriting that import, deep inside the running test, once failed with
+# CPython 3.11's "AST constructor recursion depth mismatch". The import above does it at
+# collection instead.
 
 # Public operations; everything else needs a token.
 PUBLIC = {
