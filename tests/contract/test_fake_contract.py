@@ -31,6 +31,7 @@ from overtime.stripe_gateway import PeriodLine, StripeGateway
 from tests.contract.recording import Exchange, Recorder
 from tests.contract.request_params import ROUTE_PARAMS, unknown_parameters
 from tests.contract.validate import Validator, load_snapshot
+from tests.test_stripe_gateway import customer_with, new_account
 
 pytestmark = pytest.mark.sqlite_only  # no database here: one pass is enough
 
@@ -132,18 +133,6 @@ def assert_stripe_shaped(
     for status in expected_statuses:
         assert status in statuses, f"expected a {status} answer among {sorted(statuses)}"
     return exchanges
-
-
-def new_account() -> str:
-    return f"acc_{uuid.uuid4().hex[:12]}"
-
-
-def customer_with(gateway: Any, payment_method: str | None) -> tuple[str, str]:
-    account = new_account()
-    customer = gateway.ensure_customer(account, f"{account}@example.com")
-    if payment_method is not None:
-        gateway.attach_default_payment_method(customer, payment_method)
-    return account, customer
 
 
 def period_invoice(
