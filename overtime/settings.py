@@ -253,9 +253,11 @@ class Settings(BaseSettings):
     # --- observability ----------------------------------------------------------------
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = "INFO"
-    # Workflows a worker keeps in memory (~120 KiB each, bench/bench_memory.py); accounts
-    # beyond it are replayed from history on their next request.
-    worker_max_cached_workflows: int = Field(default=2_000, ge=10)
+    # Workflows a worker keeps in memory; accounts beyond it are replayed from history on
+    # their next request. ~85-90 KiB of RSS each with the worker's runner
+    # (overtime/sandbox.py; ~42 KiB of it Python objects, the rest the SDK core's run
+    # state), so 10,000 cost ~0.9 GiB above an idle worker (bench/bench_memory.py).
+    worker_max_cached_workflows: int = Field(default=10_000, ge=10)
     # The worker's Prometheus endpoint (SDK metrics and ours); 0 switches it off.
     worker_metrics_port: int = Field(default=9464, ge=0)
     # Where it listens: loopback by default; 0.0.0.0 in a container so it can be scraped.

@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from overtime.sandbox import strict_workflow_runner, workflow_runner
 from overtime.settings import Settings
 from overtime.temporal import ENCODING, data_converter_for
 from tests.conftest import SHORT_PERIOD_SECONDS, Api, eventually
@@ -65,13 +66,21 @@ async def test_recorded_history_replays(path: Path, settings: Settings) -> None:
     converter = data_converter_for(
         settings.model_copy(update={"payload_accept_plaintext": plaintext})
     )
-    replayer = Replayer(workflows=[AccountWorkflow, InvoiceWorkflow], data_converter=converter)
-    await replayer.replay_workflow(history)
+    # The production runner (overtime/sandbox.py), then the SDK's strict sandbox: it keeps
+    # the restricted-module checks on the workflow source that production passes through.
+    for runner in (workflow_runner(), strict_workflow_runner()):
+        replayer = Replayer(
+            workflows=[AccountWorkflow, InvoiceWorkflow],
+            data_converter=converter,
+            workflow_runner=runner,
+        )
+        await replayer.replay_workflow(history)
     if plaintext:
         # Without the switch such a run cannot go on (its start input is refused).
         strict = Replayer(
             workflows=[AccountWorkflow, InvoiceWorkflow],
             data_converter=data_converter_for(settings),
+            workflow_runner=workflow_runner(),
         )
         result = await strict.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is not None
@@ -205,9 +214,14 @@ async def test_live_histories_replay(
     )
 
     client = temporal_env.client
-    replayer = Replayer(
-        workflows=[AccountWorkflow, InvoiceWorkflow], data_converter=data_converter_for(settings)
-    )
+    replayers = [
+        Replayer(
+            workflows=[AccountWorkflow, InvoiceWorkflow],
+            data_converter=data_converter_for(settings),
+            workflow_runner=runner,
+        )
+        for runner in (workflow_runner(), strict_workflow_runner())  # see above
+    ]
     record_to = os.environ.get("OVERTIME_RECORD_HISTORIES")
     replayed = 0
     recorded_names: list[str] = []
@@ -222,7 +236,8 @@ async def test_live_histories_replay(
         assert len(runs) >= at_least, name  # account workflows continued as new
         for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
             history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
-            await replayer.replay_workflow(history)
+            for replayer in replayers:
+                await replayer.replay_workflow(history)
             replayed += 1
             recorded_names.append(f"{name}-run{index}")
             if record_to:
