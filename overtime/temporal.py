@@ -37,6 +37,7 @@ from temporalio.converter import DataConverter, PayloadCodec
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
+from overtime.payload_converter import OvertimePayloadConverter
 from overtime.settings import Settings
 
 ENCODING = b"binary/encrypted"
@@ -152,7 +153,11 @@ def codec_for(settings: Settings) -> EncryptionCodec:
 
 
 def data_converter_for(settings: Settings) -> DataConverter:
-    return dataclasses.replace(DataConverter.default, payload_codec=codec_for(settings))
+    return dataclasses.replace(
+        DataConverter.default,
+        payload_converter_class=OvertimePayloadConverter,
+        payload_codec=codec_for(settings),
+    )
 
 
 def _tls(settings: Settings) -> TLSConfig | bool:
