@@ -308,7 +308,8 @@ async def test_request_ids_are_checked_and_503_is_documented(
 
 
 class ScriptedClient:
-    """Stands in for temporalio's Client: every Update runs ``behaviour``."""
+    """Stands in for temporalio's Client: every Update runs ``behaviour``, whether it is
+    sent plain (the dispatcher's first try) or with start."""
 
     def __init__(self, behaviour: Any) -> None:
         self.behaviour = behaviour
@@ -332,6 +333,13 @@ class ScriptedClient:
         client = self
 
         class Handle:
+            async def execute_update(
+                self, update: Any, arg: Any, *, id: str, rpc_timeout: Any
+            ) -> Any:
+                return await client.execute_update_with_start_workflow(
+                    update, arg, start_workflow_operation=None, id=id, rpc_timeout=rpc_timeout
+                )
+
             async def signal(self, signal: Any, arg: Any, *, rpc_timeout: Any) -> None:
                 client.signals.append([r.request_id for r in arg.requests])
 
