@@ -63,6 +63,7 @@ def build_workers(
         workflows=list(WORKFLOWS),
         activities=[
             ledger.record_usage,
+            ledger.record_usage_now,
             ledger.find_recorded_call,
             ledger.find_recorded_calls,
             ledger.settled_call_ids,

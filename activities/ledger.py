@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, update
+from sqlalchemy import Table, func, insert, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -51,32 +51,31 @@ class LedgerActivities:
     @activity.defn
     def record_usage(self, batch: UsageBatch) -> int:
         """Insert the batch's ledger rows that are not there yet; returns rows written."""
-        rows = [
-            dict(
-                account_id=batch.account_id,
-                call_id=record.call_id,
-                # Rows carried past their period's close keep their own period.
-                period_start=record.period_start or batch.period_start,
-                reported_seconds=record.reported_seconds,
-                granted_seconds=record.granted_seconds,
-                billed_included_seconds=record.billed_included_seconds,
-                billed_extra_seconds=record.billed_extra_seconds,
-                excess_seconds=record.excess_seconds,
-                late=record.late,
-                recorded_at=record.recorded_at,
-            )
-            for record in batch.records
-        ]
         with session_scope(self.database_url) as session:
-            written = insert_new(session, USAGE_TABLE, rows, ("account_id", "call_id"))
+            [written] = _insert_usage(session, [batch])
             session.commit()
-        # Only rows this execution wrote: a duplicate execution must not count twice.
-        fresh = [record for record, new in zip(batch.records, written, strict=True) if new]
-        count_in_activity(
-            SECONDS_BILLED, sum(r.billed_included_seconds for r in fresh), kind="included"
-        )
-        count_in_activity(SECONDS_BILLED, sum(r.billed_extra_seconds for r in fresh), kind="extra")
-        return len(fresh)
+        return _count_fresh(batch, written)
+
+    @activity.defn
+    async def record_usage_now(self, batch: UsageBatch) -> int:
+        """``record_usage`` as a local activity, in the workflow task of the report itself.
+
+        The account workflow runs it right after answering a usage report, so the row is
+        written without a second workflow task and an activity task of its own. It runs
+        on threads of its own (like the look-ups), and the batches that wait meanwhile,
+        of any account, go to the database together in one transaction (group commit):
+        one commit for many reports, which is what the database's write rate is made of.
+        """
+        return await self._group_commit.write(batch)
+
+    @property
+    def _group_commit(self) -> _GroupCommit:
+        # One per event loop (a worker has one; tests may run several in turn).
+        key = (self.database_url, asyncio.get_running_loop())
+        commit = _GROUP_COMMITS.get(key)
+        if commit is None:
+            commit = _GROUP_COMMITS[key] = _GroupCommit(self.database_url)
+        return commit
 
     @activity.defn
     def find_recorded_call(self, lookup: CallLookup) -> bool:
@@ -272,3 +271,153 @@ def insert_new(
         except IntegrityError:
             written.append(False)
     return written
+
+
+def _insert_usage(session: Session, batches: list[UsageBatch]) -> list[list[bool]]:
+    """Insert the batches' rows that are not there yet; for each batch, True per row written.
+
+    A row that is there with other figures is brought to this batch's: a local activity
+    writes before its workflow task is durable, so a worker that dies between the two
+    leaves a row from a settlement the workflow makes again (the Update is delivered
+    once more) with a later clock. The batch written last comes from the durable state.
+    """
+    rows = [
+        dict(
+            account_id=batch.account_id,
+            call_id=record.call_id,
+            # Rows carried past their period's close keep their own period.
+            period_start=record.period_start or batch.period_start,
+            reported_seconds=record.reported_seconds,
+            granted_seconds=record.granted_seconds,
+            billed_included_seconds=record.billed_included_seconds,
+            billed_extra_seconds=record.billed_extra_seconds,
+            excess_seconds=record.excess_seconds,
+            late=record.late,
+            recorded_at=record.recorded_at,
+        )
+        for batch in batches
+        for record in batch.records
+    ]
+    written = insert_new(session, USAGE_TABLE, rows, ("account_id", "call_id"))
+    for row, new in zip(rows, written, strict=True):
+        if not new:
+            _correct_figures(session, row)
+    per_batch, at = [], 0
+    for batch in batches:
+        per_batch.append(written[at : at + len(batch.records)])
+        at += len(batch.records)
+    return per_batch
+
+
+_FIGURES = (
+    "period_start",
+    "reported_seconds",
+    "granted_seconds",
+    "billed_included_seconds",
+    "billed_extra_seconds",
+    "excess_seconds",
+    "late",
+)
+
+
+def _correct_figures(session: Session, row: dict[str, Any]) -> None:
+    """The row of an existing call id, set to ``row``'s figures if they differ (rare: see
+    ``_insert_usage``; a duplicate write of the same figures changes nothing)."""
+    usage = USAGE_TABLE.c
+    changed = session.connection().execute(
+        update(USAGE_TABLE)
+        .where(
+            usage.account_id == row["account_id"],
+            usage.call_id == row["call_id"],
+            or_(*(usage[name].is_distinct_from(row[name]) for name in _FIGURES)),
+        )
+        .values(**{name: row[name] for name in (*_FIGURES, "recorded_at")})
+    )
+    if changed.rowcount:
+        log.warning(
+            "ledger row of %s call %s set to the durable settlement's figures",
+            row["account_id"],
+            row["call_id"],
+        )
+
+
+def _count_fresh(batch: UsageBatch, written: list[bool]) -> int:
+    # Only rows this execution wrote: a duplicate execution must not count twice.
+    fresh = [record for record, new in zip(batch.records, written, strict=True) if new]
+    count_in_activity(
+        SECONDS_BILLED, sum(r.billed_included_seconds for r in fresh), kind="included"
+    )
+    count_in_activity(SECONDS_BILLED, sum(r.billed_extra_seconds for r in fresh), kind="extra")
+    return len(fresh)
+
+
+class _GroupCommit:
+    """Usage batches of concurrent local activities, written in one transaction each round.
+
+    While one round commits, the batches that arrive queue for the next; each caller gets
+    its own batch's outcome. A round that fails fails every batch in it (each workflow
+    then writes its rows through the ordinary activity): nothing is half written, since
+    the round is one transaction.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
+        self._waiting: list[tuple[UsageBatch, asyncio.Future[int]]] = []
+        self._rounds_task: asyncio.Task[None] | None = None
+
+    async def write(self, batch: UsageBatch) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((batch, future))
+        if self._rounds_task is None or self._rounds_task.done():
+            self._rounds_task = asyncio.create_task(self._rounds())
+        return await future
+
+    async def _rounds(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            round_ = self._waiting[:_ROUND_BATCHES]
+            del self._waiting[:_ROUND_BATCHES]
+            batches = [batch for batch, _ in round_]
+            try:
+                outcomes: list[list[bool] | BaseException] = list(
+                    await loop.run_in_executor(_WRITE_THREAD, self._commit, batches)
+                )
+            except Exception as err:
+                if len(batches) == 1:
+                    outcomes = [err]
+                else:
+                    # One batch the database refuses must not fail the others: each on
+                    # its own, so that only the one that cannot be written fails.
+                    outcomes = await loop.run_in_executor(_WRITE_THREAD, self._one_by_one, batches)
+            for (batch, future), outcome in zip(round_, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    if not future.done():
+                        future.set_exception(outcome)
+                    continue
+                # Counted even when its waiter stopped waiting (the local activity timed
+                # out): the rows are written, and the ordinary activity after it finds them.
+                fresh = _count_fresh(batch, outcome)
+                if not future.done():
+                    future.set_result(fresh)
+
+    def _one_by_one(self, batches: list[UsageBatch]) -> list[list[bool] | BaseException]:
+        outcomes: list[list[bool] | BaseException] = []
+        for batch in batches:
+            try:
+                outcomes.append(self._commit([batch])[0])
+            except Exception as err:
+                outcomes.append(err)
+        return outcomes
+
+    def _commit(self, batches: list[UsageBatch]) -> list[list[bool]]:
+        with session_scope(self._database_url) as session:
+            written = _insert_usage(session, batches)
+            session.commit()
+        return written
+
+
+# One writer thread: rounds are sequential anyway (each waits for the one before), and a
+# single writer is what SQLite allows. At most this many batches per transaction.
+_WRITE_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-write")
+_ROUND_BATCHES = 200
+_GROUP_COMMITS: dict[tuple[str, asyncio.AbstractEventLoop], _GroupCommit] = {}

@@ -14,12 +14,12 @@ from overtime.db import engine_for
 
 
 @contextmanager
-def table_locked(url: str, table: str) -> Iterator[None]:
+def table_locked(url: str, table: str, *, writes_only: bool = False) -> Iterator[None]:
     """``table`` locked against every other connection while the block runs.
 
     SQLite has no table locks: the whole file is locked for writing (``BEGIN EXCLUSIVE``);
     in WAL mode readers go on, every write waits. PostgreSQL: ``ACCESS EXCLUSIVE`` on the
-    table, which readers wait for too.
+    table, which readers wait for too (``writes_only``: ``EXCLUSIVE``, which they do not).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -32,7 +32,8 @@ def table_locked(url: str, table: str) -> Iterator[None]:
             holder.close()
         return
     with engine_for(url).connect() as connection:
-        connection.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        mode = "EXCLUSIVE" if writes_only else "ACCESS EXCLUSIVE"
+        connection.execute(text(f"LOCK TABLE {table} IN {mode} MODE"))
         try:
             yield
         finally:

@@ -7,6 +7,7 @@ execution is still going. These run the activities directly against the real dat
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -117,6 +118,61 @@ def test_concurrent_duplicate_usage_batches_write_each_call_once(database_url: s
             )
         ).one()
     assert (rows, extra) == (60, 60 * 20)
+
+
+async def test_grouped_local_writes_give_each_batch_its_own_outcome(database_url: str) -> None:
+    """``record_usage_now`` (the local activity): batches of several accounts that wait at
+    the same moment go to the database in one transaction, and each caller learns how
+    many of its own rows it wrote; duplicates of a batch, in the same round or a later
+    one, write nothing twice."""
+    ledger = LedgerActivities(database_url)
+    accounts = [new_account(database_url) for _ in range(3)]
+    batches = [usage_batch(account, 10 * (n + 1)) for n, account in enumerate(accounts)]
+    env = ActivityEnvironment()
+    written = await asyncio.gather(
+        *(env.run(ledger.record_usage_now, b) for b in [*batches, batches[0], batches[2]])
+    )
+    # The first of two identical batches in one round writes it; the second finds it.
+    assert sorted(written) == sorted([10, 20, 30, 0, 0])
+    assert await env.run(ledger.record_usage_now, usage_batch(accounts[1], 25)) == 5
+    with session_scope(database_url) as session:
+        for n, account in enumerate(accounts):
+            rows = session.exec(
+                select(func.count(UsageEntry.id)).where(UsageEntry.account_id == account)  # type: ignore[arg-type]
+            ).one()
+            assert rows == [10, 25, 30][n]
+
+
+async def test_one_unwritable_batch_fails_alone_and_a_resettled_row_takes_the_last_figures(
+    database_url: str,
+) -> None:
+    """A batch the database refuses (here a number no column holds) fails only its own
+    local activity, not the others of its round. A row written again with other figures
+    (a settlement the workflow made again after its task was lost) takes the new ones,
+    and is not counted as a new row."""
+    ledger = LedgerActivities(database_url)
+    good, bad = new_account(database_url), new_account(database_url)
+    poison = usage_batch(bad, 1)
+    poison.records[0].reported_seconds = 2**70
+    env = ActivityEnvironment()
+    outcomes = await asyncio.gather(
+        env.run(ledger.record_usage_now, usage_batch(good, 3)),
+        env.run(ledger.record_usage_now, poison),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == 3
+    assert isinstance(outcomes[1], Exception)
+    again = usage_batch(good, 1)
+    again.records[0].billed_included_seconds = 10
+    again.records[0].billed_extra_seconds = 50
+    assert await env.run(ledger.record_usage_now, again) == 0
+    assert run(ledger.record_usage, again) == 0  # the same figures once more: nothing
+    with session_scope(database_url) as session:
+        row = session.exec(
+            select(UsageEntry).where(UsageEntry.account_id == good, UsageEntry.call_id == "call-0")
+        ).one()
+        assert (row.billed_included_seconds, row.billed_extra_seconds) == (10, 50)
+        assert not session.exec(select(UsageEntry).where(UsageEntry.account_id == bad)).all()
 
 
 def change(account_id: str, version: int, limit_cents: int) -> SettingsChangeRecord:

@@ -43,8 +43,11 @@ HISTORIES = Path(__file__).parent / "histories"
 # plan changes and the confirmation notices (CUSTOMER_PATCH) and the invoice's next-attempt
 # record (NEXT_ATTEMPT_PATCH); v5: before the invoice's waits kept their meaning when news
 # came (NEWS_PATCH): v5-invoice-sepa replays the re-read loop of a processing debit told of
-# a new payment method, v5-invoice-declined a dunning wait cut short by webhooks).
-RECORDING = "v6"
+# a new payment method, v5-invoice-declined a dunning wait cut short by webhooks); v6:
+# before usage rows were written by a local activity in the report's own workflow task
+# (HOT_PATH_PATCH). v7-ledger-locked and v7-ledger-refused (recorded by
+# tests/test_hot_path.py) hold local writes that timed out and that failed fast.
+RECORDING = "v7"
 
 
 def recorded_histories() -> list[Path]:
