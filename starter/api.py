@@ -15,8 +15,10 @@ import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
@@ -78,6 +80,9 @@ async def service_of(request: Request) -> AccountService:
 
 
 Service = Annotated[AccountService, Depends(service_of)]
+
+# The telephony backend's endpoints: matched before every other route (_telephony_first).
+TELEPHONY_PATHS = ("/v1/calls/authorize", "/v1/calls/usage")
 
 
 def create_app(
@@ -287,9 +292,10 @@ def create_app(
         dependencies=[telephony],
         responses=ERROR_RESPONSES,
     )
-    async def authorize(
-        body: schemas.AuthorizeIn, service: Service, request: Request
-    ) -> schemas.AuthorizeOut:
+    async def authorize(body: schemas.AuthorizeIn, request: Request) -> schemas.AuthorizeOut:
+        # The service straight from app.state (what ``Service`` resolves to): one
+        # dependency less to solve on the two requests every call makes.
+        service: AccountService = request.app.state.service
         with admitted(request, body.account_id, "authorize"):  # else 503 overloaded
             result = await service.authorize(body.account_id, body.call_id, body.request_id)
         if result.allowed:
@@ -302,14 +308,56 @@ def create_app(
         dependencies=[telephony],
         responses=ERROR_RESPONSES,
     )
-    async def usage(body: schemas.UsageIn, service: Service, request: Request) -> schemas.UsageOut:
+    async def usage(body: schemas.UsageIn, request: Request) -> schemas.UsageOut:
+        service: AccountService = request.app.state.service
         with admitted(request, body.account_id, "usage"):  # else 503 overloaded
             result = await service.report_usage(
                 body.account_id, body.call_id, body.seconds, body.request_id
             )
         return schemas.UsageOut(recorded=bool(result.recorded), duplicate=bool(result.duplicate))
 
+    _telephony_first(app)
     return app
+
+
+def _telephony_first(app: FastAPI) -> None:
+    """Match the telephony routes before all others, the OpenAPI document unchanged.
+
+    The router tries routes in order, and each included router before them (payments,
+    codec, reports, the web app's six, the customer API, health) walks its own routes
+    on every request: a fifth of the API's CPU per telephony request went to not
+    finding these two. Moved to the front only when no other route matches their
+    paths (exact ones; none does today), so no request is routed differently. They are
+    declared last, so the OpenAPI document lists their paths last, as before.
+    """
+    routes = app.router.routes
+    count = len(TELEPHONY_PATHS)
+    hot = routes[-count:]
+    if [getattr(route, "path", None) for route in hot] != list(TELEPHONY_PATHS) or any(
+        not isinstance(route, APIRoute) for route in hot
+    ):
+        return  # not declared as expected: leave the order alone
+    others = routes[:-count]
+    if any(_matches(route, path) for route in others for path in TELEPHONY_PATHS):
+        return
+    routes[:] = [*hot, *others]
+    generate = app.openapi
+
+    def openapi() -> dict[str, object]:
+        schema = generate()  # cached by FastAPI; reordered once
+        paths = schema.get("paths")
+        if isinstance(paths, dict) and list(paths)[:count] == list(TELEPHONY_PATHS):
+            moved = {path: paths.pop(path) for path in TELEPHONY_PATHS}
+            paths.update(moved)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _matches(route: BaseRoute, path: str) -> bool:
+    """Whether ``route`` would take (or answer 405 for) a request for ``path``."""
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "headers": []}
+    return route.matches(scope)[0] is not Match.NONE
 
 
 def state_out(snapshot: AccountSnapshot, zone: ZoneInfo) -> schemas.StateOut:

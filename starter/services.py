@@ -206,11 +206,17 @@ class AccountService:
         await self.dispatcher.ensure_started(replace(self._start_input(account), new_account=True))
         return account
 
-    async def load(self, account_id: str) -> AccountWorkflowInput:
-        """The account's workflow start input; 404 for an unknown account."""
+    def _cached(self, account_id: str) -> AccountWorkflowInput | None:
         cached = self._cache.get(account_id)
         if cached and time.monotonic() - cached[0] < ACCOUNT_CACHE_SECONDS:
             return cached[1]
+        return None
+
+    async def load(self, account_id: str) -> AccountWorkflowInput:
+        """The account's workflow start input; 404 for an unknown account."""
+        cached = self._cached(account_id)
+        if cached is not None:
+            return cached
 
         def fetch() -> Account | None:
             with session_scope(self._db) as session:
@@ -299,6 +305,11 @@ class AccountService:
     async def _load_for_telephony(self, account_id: str) -> AccountWorkflowInput:
         """``load`` within the telephony timeout: a database that hangs on a cache miss
         answers 503 like a workflow that cannot answer."""
+        # A cached account needs no time limit, and wait_for would wrap the load in a
+        # task of its own on every request.
+        cached = self._cached(account_id)
+        if cached is not None:
+            return cached
         try:
             return await asyncio.wait_for(
                 self.load(account_id), self.settings.telephony_timeout_seconds
