@@ -38,7 +38,6 @@ from overtime.db import session_scope
 from overtime.models import Account, Invoice
 from overtime.observability import INVOICES, count_in_activity
 from overtime.stripe_gateway import (
-    NOT_CHARGEABLE,
     InvoiceResult,
     PeriodLine,
     StripeGateway,
@@ -109,22 +108,26 @@ class InvoicingActivities:
             )
             for line in _lines(request)
         ]
-        # Reverse charge only with net prices: a gross catalog's amounts contain German
-        # VAT, and taking it out would charge other than the ledger says.
-        vat_id = invoice_text.normalise_vat_id(account.vat_id)
-        reverse = not self.tax.inclusive and invoice_text.is_reverse_charge(
-            vat_id, self.tax.country
-        )
+        reverse_vat_id = self._reverse_charge_vat_id(account)
+        reverse = reverse_vat_id is not None
         try:
             customer_id = account.stripe_customer_id or gateway.ensure_customer(
                 account_id, request.profile.email
             )
-            # Also when the VAT id is gone: Stripe must stop printing "Reverse charge".
-            gateway.sync_customer(
-                customer_id,
-                locale=invoice_text.stripe_locale(locale),
-                vat_id=vat_id if reverse else None,
-            )
+            # The customer's language and VAT settings at Stripe, written only when they
+            # differ from what this account last wrote (no request at all otherwise);
+            # also when the VAT id is gone: Stripe must stop printing "Reverse charge".
+            synced = _synced(customer_id, invoice_text.stripe_locale(locale), reverse_vat_id)
+            writes = account.stripe_customer_synced != synced
+            if writes:
+                gateway.sync_customer(
+                    customer_id, locale=invoice_text.stripe_locale(locale), vat_id=reverse_vat_id
+                )
+        except Exception as err:
+            raise _classified(err) from err
+        if writes:  # outside the Stripe errors: a database error is retried as such
+            self._record_synced(account_id, customer_id, request.profile.locale, synced)
+        try:
             tax_rate_id = (
                 None
                 if reverse
@@ -137,7 +140,8 @@ class InvoicingActivities:
                 )
             )
             # create_period_invoice looks for what an earlier attempt made (metadata
-            # search) and completes a half-made one, so it is safe to call again.
+            # search), completes a half-made one and finalizes it (a no-op once it is
+            # open), so it is safe to call again.
             invoice = gateway.create_period_invoice(
                 customer_id=customer_id,
                 account_id=account_id,
@@ -151,11 +155,8 @@ class InvoicingActivities:
                 lines=lines,
                 tax_rate_id=tax_rate_id,
                 footer=invoice_text.reverse_charge_note(locale) if reverse else None,
+                finalize_key=f"{account_id}:{key}:finalize",
             )
-            if invoice.status == "draft":
-                invoice = gateway.finalize_invoice(
-                    invoice.invoice_id, f"{account_id}:{key}:finalize"
-                )
         except Exception as err:
             raise _classified(err) from err
         if invoice.amount_cents != request.amount_cents:
@@ -171,17 +172,17 @@ class InvoicingActivities:
     @activity.defn
     def pay_invoice(self, charge: ChargeRequest) -> InvoiceState:
         """Charge the invoice off-session; a decline is a result, not an error. A debit
-        still processing is not charged again: the result says ``processing``."""
+        still processing is not charged again: the result says ``processing``.
+
+        No read of its own first: the gateway's ``pay_invoice`` reads the invoice and
+        sends no ``/pay`` for one that is paid, void or processing
+        (:data:`~overtime.stripe_gateway.NOT_CHARGEABLE`)."""
         gateway = self.gateway_factory()
         try:
-            current = gateway.retrieve_invoice(charge.stripe_invoice_id)
-            if current.status in NOT_CHARGEABLE:
-                invoice = current
-            else:
-                invoice = gateway.pay_invoice(
-                    charge.stripe_invoice_id,
-                    f"{charge.account_id}:{period_key(charge.period_start)}:pay:{charge.attempt}",
-                )
+            invoice = gateway.pay_invoice(
+                charge.stripe_invoice_id,
+                f"{charge.account_id}:{period_key(charge.period_start)}:pay:{charge.attempt}",
+            )
         except Exception as err:
             raise _classified(err) from err
         self._update(charge, invoice, attempts=charge.attempt + 1)
@@ -210,6 +211,36 @@ class InvoicingActivities:
         return _state(invoice)
 
     # --- the database mirror ------------------------------------------------------------
+
+    def _reverse_charge_vat_id(self, account: Account) -> str | None:
+        """The account's VAT id when its invoices are reverse charge, else None. Only with
+        net prices: a gross catalog's amounts contain German VAT, and taking it out would
+        charge other than the ledger says."""
+        vat_id = invoice_text.normalise_vat_id(account.vat_id)
+        if self.tax.inclusive or not invoice_text.is_reverse_charge(vat_id, self.tax.country):
+            return None
+        return vat_id
+
+    def _record_synced(
+        self, account_id: str, customer_id: str, fallback_locale: str, synced: str
+    ) -> None:
+        """Remember the customer settings just written to Stripe, unless the account's
+        changed since they were read: then forget them (None), so that the next run
+        writes them again. Of two runs of one account that overlap across a change, the
+        one that wrote the older settings so records nothing; only when its write reaches
+        Stripe after the other's and its record lands before the other's (milliseconds)
+        would the record name settings Stripe no longer has, until the next change. What
+        is at stake is the PDF's language and its "Reverse charge" line, never an amount:
+        the VAT is the invoice lines' tax rates, chosen per run from the account row."""
+        with session_scope(self.database_url) as session:
+            account = session.get(Account, account_id)
+            if account is None:
+                return
+            locale = invoice_text.stripe_locale(account.locale or fallback_locale)
+            now = _synced(customer_id, locale, self._reverse_charge_vat_id(account))
+            account.stripe_customer_synced = synced if now == synced else None
+            session.add(account)
+            session.commit()
 
     def _row(self, session, account_id: str, period_start: datetime) -> Invoice | None:  # type: ignore[no-untyped-def]
         return session.exec(
@@ -262,6 +293,13 @@ class InvoicingActivities:
             row.updated_at = datetime.now(UTC)
             session.add(row)
             session.commit()
+
+
+def _synced(customer_id: str, stripe_locale: str, reverse_vat_id: str | None) -> str:
+    """The record of the customer settings written to Stripe (``stripe_customer_synced``):
+    which customer, its ``preferred_locales`` entry, and the VAT id of a reverse-charge
+    customer (empty: ``tax_exempt="none"``). Ids and locales contain no ``|``."""
+    return f"{customer_id}|{stripe_locale}|{reverse_vat_id or ''}"
 
 
 def _lines(request: InvoiceInput) -> list[InvoiceLine]:

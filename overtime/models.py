@@ -110,6 +110,10 @@ class Account(SQLModel, table=True):
     # another EU state than ours, invoices are reverse charge (no German VAT, the note
     # "Steuerschuldnerschaft des Leistungsempfängers"); see overtime/invoice_text.py.
     vat_id: str | None = Field(default=None, max_length=32)
+    # The customer settings last written to Stripe (customer id, Stripe locale, reverse-
+    # charge VAT id; activities/invoicing.py), migration 0013: equal to the account's now,
+    # the invoice run sends Stripe no customer read or write. None: not known, sync.
+    stripe_customer_synced: str | None = Field(default=None, max_length=160)
 
 
 class SettingsChange(SQLModel, table=True):

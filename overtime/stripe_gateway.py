@@ -14,7 +14,9 @@ Exactly-once invoicing rests on three layers, because each alone has a hole:
    lags writes by up to a minute, which is exactly the window (1) covers.
 3. Each step first reads the invoice and skips work already done (an invoice that is
    no longer a draft is not finalized again; a paid, void or still-processing invoice is
-   not charged again).
+   not charged again). The one exception is an invoice the same call just created (its
+   create not replayed): it holds exactly the lines that call added, so the call
+   finalizes it without reading it, and the finalize's answer is the read.
 
 SEPA debits: Stripe keeps the invoice ``open`` and its PaymentIntent ``processing`` for
 days (up to 14 business days) before the debit succeeds or fails. We report that as
@@ -199,14 +201,21 @@ class StripeGateway:
         return created.id
 
     def sync_customer(self, customer_id: str, *, locale: str, vat_id: str | None) -> None:
-        """Bring the customer's invoice settings in line with the account, in one read and
-        at most one write (plus the VAT id, once):
+        """Write the customer's invoice settings as the account has them, in one write
+        (plus the VAT id: a list, and a create once):
 
         * ``preferred_locales`` = ``[locale]`` (a Stripe locale such as "de-DE"): Stripe
           writes the invoice PDF, receipts and hosted page in it;
         * ``vat_id`` (an EU VAT id for reverse charge, or None): recorded as an ``eu_vat``
           tax id (added, never removed: old invoices keep naming theirs) and
           ``tax_exempt="reverse"`` (Stripe prints "Reverse charge"), else ``"none"``.
+
+        Written without reading first: both fields are set to absolute values, so writing
+        what Stripe already has changes nothing and a retry writes the same again. The
+        caller remembers what it wrote (``Account.stripe_customer_synced``) and calls this
+        only when the account's settings differ from it; a read to compare would cost the
+        one request the write costs. The tax id is looked up first because a second
+        ``tax_ids.create`` would add a duplicate.
 
         Not parameters of the create in ``ensure_customer``: that create's idempotency key
         must replay for every caller (the payment page creates customers without knowing a
@@ -218,15 +227,10 @@ class StripeGateway:
                 self._client.v1.customers.tax_ids.create(
                     customer_id, params={"type": "eu_vat", "value": vat_id}
                 )
-        customer = self._client.v1.customers.retrieve(customer_id)
-        update: dict[str, Any] = {}
-        if list(getattr(customer, "preferred_locales", None) or []) != [locale]:
-            update["preferred_locales"] = [locale]
-        exempt = "reverse" if vat_id else "none"
-        if (getattr(customer, "tax_exempt", None) or "none") != exempt:
-            update["tax_exempt"] = exempt
-        if update:
-            self._client.v1.customers.update(customer_id, params=update)
+        self._client.v1.customers.update(
+            customer_id,
+            params={"preferred_locales": [locale], "tax_exempt": "reverse" if vat_id else "none"},
+        )
 
     # --- VAT ------------------------------------------------------------------------------
 
@@ -374,8 +378,10 @@ class StripeGateway:
         lines: Sequence[PeriodLine] = (),
         tax_rate_id: str | None = None,
         footer: str | None = None,
+        finalize_key: str | None = None,
     ) -> InvoiceResult:
-        """The draft invoice with the period's extra-minute lines; idempotent.
+        """The draft invoice with the period's extra-minute lines; idempotent. With
+        ``finalize_key``: finalized too (the key of :meth:`finalize_invoice`), open.
 
         ``amount_cents`` is the billing rules' rounded total: the lines' sum (Stripe's
         subtotal), to which Stripe adds an exclusive ``tax_rate_id`` or in which it
@@ -387,6 +393,14 @@ class StripeGateway:
         :class:`InvoiceMismatchError` rather than charging something the billing rules
         did not compute. ``footer`` (the reverse-charge note) is set when the invoice is
         created.
+
+        Requests: a search, then for a new invoice its create, one per line and (with
+        ``finalize_key``) the finalize, whose answer is the invoice with Stripe's totals:
+        an invoice this call created holds exactly the lines it added, which add up to
+        ``amount_cents``, so no read is needed before or after finalizing. An invoice
+        found by the search or replayed by the create's key is an earlier attempt's and is
+        read again (a replay is a snapshot from before its lines; search trails writes),
+        completed, checked and then finalized.
         """
         if amount_cents <= 0:
             raise ValueError("a period invoice needs a positive amount")
@@ -400,6 +414,9 @@ class StripeGateway:
             raise ValueError("invoice lines must be non-negative and add up to amount_cents")
         metadata = {"account_id": account_id, "period_key": period_key}
         invoice = self._find_period_invoice(account_id, period_key)
+        created_here = False
+        # The invoice as Stripe has it now (expanded like retrieve_invoice), while it is.
+        current: stripe.Invoice | None = None
         if invoice is None:
             invoice = self._client.v1.invoices.create(
                 params={
@@ -417,7 +434,9 @@ class StripeGateway:
                 # The search has not caught up yet (Stripe's lags up to a minute) and the
                 # key replayed the first answer: a snapshot from before the lines were
                 # added and the invoice finalized. Act on the invoice as it is now.
-                invoice = self._client.v1.invoices.retrieve(invoice.id)
+                invoice = current = self._retrieve(invoice.id)
+            else:
+                created_here = True
         present = (
             _period_lines(invoice, account_id, period_key) if invoice.status == "draft" else None
         )
@@ -451,7 +470,26 @@ class StripeGateway:
                 params=item_params,
                 options={"idempotency_key": f"{account_id}:{period_key}:invoiceitem{suffix}"},
             )
-        result = self.retrieve_invoice(invoice.id)
+            current = None  # a line more than the last read showed
+        if created_here and finalize_key is not None:
+            # Ours from its first request: its lines are the ones just added (each create
+            # succeeded), so its amount is amount_cents > 0 and it is still a draft; a
+            # concurrent attempt carries the same keys and gets these answers replayed.
+            # The amount is checked all the same, on what finalizing answered.
+            return self._checked(
+                self._finalize(invoice.id, finalize_key), account_id, period_key, amount_cents
+            )
+        if current is None:  # found by search (which trails writes), or lines added since
+            current = self._retrieve(invoice.id)
+        result = self._checked(_invoice_result(current), account_id, period_key, amount_cents)
+        if finalize_key is not None and current.status == "draft":
+            return self._finalize(invoice.id, finalize_key)  # its amount was just checked
+        return result
+
+    def _checked(
+        self, result: InvoiceResult, account_id: str, period_key: str, amount_cents: int
+    ) -> InvoiceResult:
+        """``result``, unless its amount or currency is not what the billing rules say."""
         if result.amount_cents != amount_cents or result.currency != self._currency:
             raise InvoiceMismatchError(
                 f"invoice {result.invoice_id} for {account_id}/{period_key} is "
@@ -472,6 +510,11 @@ class StripeGateway:
             raise StripeGatewayError(
                 f"invoice {invoice_id} has no amount yet; call create_period_invoice first"
             )
+        return self._finalize(invoice_id, idempotency_key)
+
+    def _finalize(self, invoice_id: str, idempotency_key: str) -> InvoiceResult:
+        """Finalize a draft the caller knows to be complete; its answer is the invoice
+        (expanded like :meth:`retrieve_invoice`), so nothing is read after it."""
         try:
             finalized = self._client.v1.invoices.finalize_invoice(
                 invoice_id,
@@ -494,15 +537,20 @@ class StripeGateway:
         without a default method (``no_payment_method``), because that is also dunning,
         not an error. SEPA debits return ``processing`` for days; calling again
         meanwhile does not charge again (no ``/pay`` is sent).
+
+        Requests: one read (the invoice with its PaymentIntents and its customer, whose
+        default payment method it names, expanded) and the ``/pay``; a decline adds a read.
         """
-        current = self._retrieve(invoice_id)
+        current = self._client.v1.invoices.retrieve(
+            invoice_id, params={"expand": [*_PAYMENT_EXPAND, "customer"]}
+        )
         if current.status in ("paid", "void", "uncollectible"):
             return _invoice_result(current)
         intent = _latest_payment_intent(current)
         if intent is not None and intent.status == "processing":
             return _invoice_result(current)  # "processing": the debit is under way
         if current.default_payment_method is None and current.customer is not None:
-            if self.default_payment_method(str(_id(current.customer))) is None:
+            if not self._has_default_method(current.customer):
                 return _replace_status(
                     _invoice_result(current), "payment_failed", "no_payment_method"
                 )
@@ -528,6 +576,16 @@ class StripeGateway:
 
     def retrieve_invoice(self, invoice_id: str) -> InvoiceResult:
         return _invoice_result(self._retrieve(invoice_id))
+
+    def _has_default_method(self, customer: Any) -> bool:
+        """Whether the invoice's customer (expanded: a Customer, or deleted) has a default
+        payment method for invoices, as :meth:`default_payment_method` would say."""
+        if isinstance(customer, str):  # not expanded after all: ask Stripe
+            return self.default_payment_method(customer) is not None
+        if getattr(customer, "deleted", False):
+            return False
+        settings = getattr(customer, "invoice_settings", None)
+        return settings is not None and settings.default_payment_method is not None
 
     # --- internals ----------------------------------------------------------------------
 

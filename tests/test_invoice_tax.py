@@ -27,11 +27,18 @@ from devstack.mail_catcher import MailCatcher
 from overtime.catalog import TaxTerms, load_tax
 from overtime.db import session_scope
 from overtime.models import Account, Invoice
-from overtime.settings import PROJECT_ROOT
+from overtime.settings import PROJECT_ROOT, Settings
 from overtime.stripe_gateway import StripeGateway
 from tests.conftest import Api, eventually
 from tests.test_invoicing import account_with_extra_minutes, invoice_with_status
-from workflows.types import AccountProfile, InvoiceInput, InvoiceLine, InvoiceState
+from tests.test_stripe_gateway import path_shape
+from workflows.types import (
+    AccountProfile,
+    ChargeRequest,
+    InvoiceInput,
+    InvoiceLine,
+    InvoiceState,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SHIPPED_CATALOG = PROJECT_ROOT / "config" / "plans.toml"
@@ -300,6 +307,127 @@ def test_the_shipped_catalog_is_net_19_percent() -> None:
     assert (tax.note("de"), tax.note("en")) == ("zzgl. 19 % MwSt.", "plus 19% VAT")
     gross = TaxTerms(prices="gross", rate_percent=Decimal("7.5"))
     assert (gross.note("de"), gross.note("en")) == ("inkl. 7,5 % MwSt.", "incl. 7.5% VAT")
+
+
+# --- requests per activity: the throttle's premise -----------------------------------
+
+
+def test_month_end_activities_stay_within_stripe_calls_per_activity(
+    database_url: str,
+) -> None:
+    """The worker throttles the Stripe queue to ``stripe_requests_per_second ÷
+    stripe_calls_per_activity`` activities per second, which keeps every second within
+    Stripe's budget only if no activity makes more requests than that. Counted here on the
+    month-end path, against a Stripe no other test uses: the customer's settings are
+    written once (no read) and remembered, the invoice this run created is finalized
+    without being read back, and the charge reads the invoice once."""
+    budget = Settings.model_fields["stripe_calls_per_activity"].default
+    with FakeStripe() as fake:
+        gateway = StripeGateway(fake.secret_key, api_base=fake.api_base)
+        tax = load_tax(SHIPPED_CATALOG)
+        acts = InvoicingActivities(database_url, lambda: gateway, tax)
+        profile = new_account(database_url, "de")
+        account_id = profile.account_id
+        # As the payment page leaves it: a customer with a card, its id on the account.
+        customer = gateway.ensure_customer(account_id, profile.email)
+        gateway.attach_default_payment_method(customer, "pm_card_visa")
+        with session_scope(database_url) as session:
+            account = session.get(Account, account_id)
+            assert account is not None
+            account.stripe_customer_id = customer
+            session.add(account)
+            session.commit()
+        # The worker process's first invoice looks the tax rate up; later ones know it.
+        gateway.ensure_tax_rate(
+            percentage=tax.rate_percent,
+            inclusive=tax.inclusive,
+            display_name=tax.display_name,
+            country=tax.country,
+            jurisdiction=tax.jurisdiction,
+        )
+        env = ActivityEnvironment()
+        counts: list[int] = []
+
+        def counted(activity: Any, arg: Any) -> tuple[InvoiceState, list[str]]:
+            before = len(fake.request_log)
+            state: InvoiceState = env.run(activity, arg)
+            made = [f"{r.method} {path_shape(r.path)}" for r in fake.request_log[before:]]
+            counts.append(len(made))
+            return state, made
+
+        def period(month: int) -> InvoiceInput:
+            start = datetime(2026, month, 1, tzinfo=BERLIN).astimezone(UTC)
+            end = datetime(2026, month + 1, 1, tzinfo=BERLIN).astimezone(UTC)
+            return InvoiceInput(profile, start, end, 120, 39, cost_cents(120, 39))
+
+        def synced() -> str | None:
+            with session_scope(database_url) as session:
+                account = session.get(Account, account_id)
+                assert account is not None
+                return account.stripe_customer_synced
+
+        created, made = counted(acts.create_invoice, period(9))
+        assert made == [
+            "POST /v1/customers/{id}",  # preferred_locales and tax_exempt, written unread
+            "GET /v1/invoices/search",
+            "POST /v1/invoices",
+            "POST /v1/invoiceitems",
+            "POST /v1/invoices/{id}/finalize",  # its answer is the invoice: no read after
+        ]
+        # 2 min at 0,39 € = 78 ct, + 19 % VAT (14.82 → 15 ct): 93 ct due.
+        assert (created.status, created.amount_cents) == ("open", 93)
+        assert synced() == f"{customer}|de-DE|"
+        client = raw_client(fake)
+        assert client.v1.customers.retrieve(customer).preferred_locales == ["de-DE"]
+
+        charge = ChargeRequest(account_id, period(9).period_start, created.stripe_invoice_id, 0)
+        paid, made = counted(acts.pay_invoice, charge)
+        assert made == ["GET /v1/invoices/{id}", "POST /v1/invoices/{id}/pay"]
+        assert paid.status == "paid"
+        # A retry of the charge (its answer lost): read, paid, no second /pay.
+        again, made = counted(acts.pay_invoice, charge)
+        assert (again.status, made) == ("paid", ["GET /v1/invoices/{id}"])
+
+        # Next month, nothing changed: no customer request at all.
+        october, made = counted(acts.create_invoice, period(10))
+        assert len(made) == 4 and not [m for m in made if "/customers" in m]
+        # An activity retry finds (or replays) the invoice and reads it; finalized once.
+        assert counted(acts.create_invoice, period(10))[0] == october
+        finalized = fake.requests("POST", f"/v1/invoices/{october.stripe_invoice_id}/finalize")
+        assert [r.replayed for r in finalized] == [False]
+
+        # The customer switches to English: written again, once.
+        with session_scope(database_url) as session:
+            account = session.get(Account, account_id)
+            assert account is not None
+            account.locale = "en"
+            session.add(account)
+            session.commit()
+        _, made = counted(acts.create_invoice, period(11))
+        assert made[0] == "POST /v1/customers/{id}" and len(made) == 5
+        assert client.v1.customers.retrieve(customer).preferred_locales == ["en-GB"]
+        assert synced() == f"{customer}|en-GB|"
+
+        assert max(counts) == budget  # exact: the most any of these activities made
+
+
+def test_settings_changed_while_syncing_are_not_recorded(database_url: str) -> None:
+    """Settings read, written to Stripe, then changed in the web app before the record:
+    nothing is recorded, so the next run writes the new ones instead of trusting the
+    record of the old."""
+    profile = new_account(database_url, "de")
+    acts = InvoicingActivities(database_url, lambda: None, load_tax(SHIPPED_CATALOG))  # type: ignore[arg-type,return-value]
+    acts._record_synced(profile.account_id, "cus_x", "de", "cus_x|de-DE|")
+    with session_scope(database_url) as session:
+        account = session.get(Account, profile.account_id)
+        assert account is not None and account.stripe_customer_synced == "cus_x|de-DE|"
+        account.locale = "en"
+        session.add(account)
+        session.commit()
+    acts._record_synced(profile.account_id, "cus_x", "de", "cus_x|de-DE|")  # a stale run
+    with session_scope(database_url) as session:
+        account = session.get(Account, profile.account_id)
+        assert account is not None and account.stripe_customer_synced is None
 
 
 # --- the fake refuses what Stripe refuses ----------------------------------------------

@@ -11,8 +11,9 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import pytest
 import stripe
@@ -25,6 +26,8 @@ from overtime.stripe_gateway import (
     StripeGatewayError,
     is_retryable,
 )
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -279,6 +282,97 @@ def test_period_invoice_create_finalize_pay(
     assert gateway.retrieve_invoice(draft.invoice_id) == paid
 
 
+def made_by(fake: FakeStripe, call: Callable[[], T]) -> tuple[T, list[str]]:
+    """What ``call`` returned, and the requests it made ("GET /v1/invoices/{id}")."""
+    before = len(fake.request_log)
+    result = call()
+    return result, [f"{r.method} {path_shape(r.path)}" for r in fake.request_log[before:]]
+
+
+def path_shape(path: str) -> str:
+    """``/v1/invoices/in_123/pay`` → ``/v1/invoices/{id}/pay`` (Stripe's id prefixes)."""
+    return "/".join(
+        "{id}" if p.split("_")[0] in ID_PREFIXES and "_" in p else p for p in path.split("/")
+    )
+
+
+ID_PREFIXES = {"in", "cus", "pm", "ii", "pi", "txi", "txr", "ch", "seti"}
+
+
+def test_invoice_created_and_finalized_without_reading_it_back(
+    fake: FakeStripe, gateway: StripeGateway
+) -> None:
+    """An invoice this call created holds exactly the lines it added: finalizing answers
+    with Stripe's totals, so there is no read before or after. The same call again (an
+    activity retry, search caught up or not) reads the invoice and finalizes nothing."""
+    account, customer = customer_with(gateway, "pm_card_visa")
+    key = f"{account}:P1:finalize"
+
+    def create() -> InvoiceResult:
+        return gateway.create_period_invoice(
+            customer_id=customer,
+            account_id=account,
+            period_key="P1",
+            extra_seconds=2962,
+            unit_price_cents=25,
+            amount_cents=1234,
+            description="Extra minutes 49.4 min x 0.25 EUR",
+            finalize_key=key,
+        )
+
+    opened, made = made_by(fake, create)
+    assert made == [
+        "GET /v1/invoices/search",
+        "POST /v1/invoices",
+        "POST /v1/invoiceitems",
+        "POST /v1/invoices/{id}/finalize",
+    ]
+    assert (opened.status, opened.amount_cents, opened.total_cents) == ("open", 1234, 1234)
+    assert opened.hosted_invoice_url and opened == gateway.retrieve_invoice(opened.invoice_id)
+    again, made = made_by(fake, create)
+    assert again == opened
+    assert made == ["GET /v1/invoices/search", "GET /v1/invoices/{id}"]
+    fake.search_visibility_delay = 60  # within search's lag the create's key replays
+    assert made_by(fake, create) == (
+        opened,
+        ["GET /v1/invoices/search", "POST /v1/invoices", "GET /v1/invoices/{id}"],
+    )
+    assert [r.replayed for r in keyed(fake, f"/v1/invoices/{opened.invoice_id}/finalize", key)] == [
+        False
+    ]
+
+
+def test_half_made_invoice_is_completed_then_finalized(
+    fake: FakeStripe, strict_gateway: StripeGateway
+) -> None:
+    account, customer = customer_with(strict_gateway, "pm_card_visa")
+    fake.inject_faults(status=503, count=1, path_prefix="/v1/invoiceitems", method="POST")
+    with pytest.raises(stripe.APIError):
+        period_invoice(strict_gateway, account, customer)
+    completed = strict_gateway.create_period_invoice(
+        customer_id=customer,
+        account_id=account,
+        period_key="P1",
+        extra_seconds=2962,
+        unit_price_cents=25,
+        amount_cents=1234,
+        description="Extra minutes 49.4 min x 0.25 EUR",
+        finalize_key=f"{account}:P1:finalize",
+    )
+    assert (completed.status, completed.amount_cents) == ("open", 1234)
+    with pytest.raises(InvoiceMismatchError):  # checked before finalizing, as before
+        strict_gateway.create_period_invoice(
+            customer_id=customer,
+            account_id=account,
+            period_key="P1",
+            extra_seconds=2962,
+            unit_price_cents=25,
+            amount_cents=999,
+            description="Extra minutes",
+            finalize_key=f"{account}:P1:finalize",
+        )
+
+
 def test_retry_while_search_lags_acts_on_the_invoice_as_it_is_now(
     fake: FakeStripe, gateway: StripeGateway
 ) -> None:
@@ -417,9 +511,54 @@ def test_missing_payment_method_is_a_failed_payment(
 ) -> None:
     account, customer = customer_with(gateway, None)
     invoice = period_invoice(gateway, account, customer)
-    result = gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:1")
+    result, made = made_by(
+        fake, lambda: gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:1")
+    )
     assert (result.status, result.failure_code) == ("payment_failed", "no_payment_method")
     assert pay_calls(fake, invoice.invoice_id) == 0
+    assert made == ["GET /v1/invoices/{id}"]  # the customer came expanded on the invoice
+
+
+def test_a_charge_reads_the_invoice_once(fake: FakeStripe, gateway: StripeGateway) -> None:
+    """The invoice, its PaymentIntents and its customer's default method in one read,
+    then ``/pay``; a SEPA debit in flight is one read and no ``/pay``."""
+    account, customer = customer_with(gateway, "pm_card_visa")
+    invoice = period_invoice(gateway, account, customer)
+    gateway.finalize_invoice(invoice.invoice_id, f"{account}:P1:finalize")
+    paid, made = made_by(
+        fake, lambda: gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:0")
+    )
+    assert paid.status == "paid"
+    assert made == ["GET /v1/invoices/{id}", "POST /v1/invoices/{id}/pay"]
+
+    account, customer = customer_with(gateway, "pm_success_de")
+    invoice = period_invoice(gateway, account, customer)
+    assert gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:0").status == "processing"
+    pending, made = made_by(
+        fake, lambda: gateway.pay_invoice(invoice.invoice_id, f"{account}:P1:pay:1")
+    )
+    assert pending.status in ("processing", "paid")
+    assert made == ["GET /v1/invoices/{id}"]
+
+
+def test_customer_settings_written_in_one_request(fake: FakeStripe, gateway: StripeGateway) -> None:
+    _, customer = customer_with(gateway, None)
+    _, made = made_by(fake, lambda: gateway.sync_customer(customer, locale="de-DE", vat_id=None))
+    assert made == ["POST /v1/customers/{id}"]
+    client = stripe.StripeClient(fake.secret_key, base_addresses={"api": fake.api_base})
+    written = client.v1.customers.retrieve(customer)
+    assert (written.preferred_locales, written.tax_exempt) == (["de-DE"], "none")
+    _, made = made_by(
+        fake, lambda: gateway.sync_customer(customer, locale="de-DE", vat_id="ATU12345678")
+    )
+    assert made == [
+        "GET /v1/customers/{id}/tax_ids",
+        "POST /v1/customers/{id}/tax_ids",
+        "POST /v1/customers/{id}",
+    ]
+    gateway.sync_customer(customer, locale="de-DE", vat_id="ATU12345678")  # a retry
+    assert [t.value for t in client.v1.customers.tax_ids.list(customer).data] == ["ATU12345678"]
+    assert client.v1.customers.retrieve(customer).tax_exempt == "reverse"
 
 
 def settled(gateway: StripeGateway, invoice_id: str, timeout: float = 10) -> InvoiceResult:
