@@ -5,7 +5,9 @@ For each size (default 1,000 and 3,000 accounts; ``BENCH_SCALE=full``: 1,000 and
 reports are sent in random account order by a closed loop of 64 clients. Measured:
 sustained reports per second, the HTTP answer's latency, and the end-to-end lag from
 sending a report to its row in the ledger (sampled: a poller reads the database every
-0.25 s). Baseline: as many trivial workflows, as many signals, same concurrency.
+0.1 s, ``harness.LedgerWatch``). Baseline: as many trivial workflows, as many signals, same
+concurrency. Printed against issue 12's targets: reports/s at least half the bare signals/s
+at every size, and the largest size's reports/s at least 0.8× the first size's (1,000).
 
 The worker keeps 2,000 workflows in its cache (OVERTIME_WORKER_MAX_CACHED_WORKFLOWS'
 default): above that, a request for an evicted account replays its history first.
@@ -14,6 +16,7 @@ default): above that, a request for an evicted account replays its history first
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import sys
@@ -25,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
+    LedgerWatch,
     Refused,
     Stack,
     StackOptions,
@@ -39,7 +43,6 @@ from harness import (
     table,
 )
 from harness.trivial import TASK_QUEUE, TrivialWorkflow
-from sqlalchemy import create_engine, text
 
 SIZES = [int(x) for x in os.environ.get("BENCH_USAGE_SIZES", "").split(",") if x] or scale(
     [1000, 3000], [1000, 10000]
@@ -50,52 +53,7 @@ REPORTS: dict[int, int] = scale({3000: 1500}, {})
 CONCURRENCY = 64
 LAG_SAMPLES = 300
 PHASE_SECONDS = scale(120.0, 600.0)
-
-
-class LedgerWatch:
-    """Polls the ledger for sampled call ids and notes when each first appears."""
-
-    def __init__(self, database_url: str) -> None:
-        self.engine = create_engine(database_url)
-        self.sent: dict[str, float] = {}
-        self.seen: dict[str, float] = {}
-        self._stop = asyncio.Event()
-
-    def _poll(self) -> list[str]:
-        pending = [c for c in self.sent if c not in self.seen]
-        if not pending:
-            return []
-        found: list[str] = []
-        with self.engine.connect() as conn:
-            for i in range(0, len(pending), 400):
-                chunk = pending[i : i + 400]
-                marks = ",".join(f":p{j}" for j in range(len(chunk)))
-                rows = conn.execute(
-                    text(f"SELECT call_id FROM usage_entry WHERE call_id IN ({marks})"),
-                    {f"p{j}": c for j, c in enumerate(chunk)},
-                )
-                found += [r[0] for r in rows]
-        return found
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            found = await asyncio.to_thread(self._poll)
-            now = time.time()
-            for call_id in found:
-                self.seen.setdefault(call_id, now)
-            try:
-                await asyncio.wait_for(self._stop.wait(), 0.25)
-            except TimeoutError:
-                pass
-
-    async def drain(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.seen) < len(self.sent) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.25)
-        self._stop.set()
-
-    def lags(self) -> list[float]:
-        return [self.seen[c] - self.sent[c] for c in self.sent if c in self.seen]
+TARGET_HEADER = ["figure", "measured", "baseline", "ratio", "target", "met"]
 
 
 def note(text: str) -> None:
@@ -189,6 +147,7 @@ async def measure(
         ms(percentile(lags, 99)),
         f"{signals.throughput:.0f}",
         ratio(usage.throughput, signals.throughput),
+        "-",  # reports/s against the first size's: filled in by main()
         f"{auth.throughput:.0f}",
         usage.errors + auth.errors,
         result["worker_rss_mib"],
@@ -209,6 +168,9 @@ async def main() -> None:
             rows.append(row)
         for handle in workflows:
             await handle.signal(TrivialWorkflow.finish)
+    first = results[0]["usage"]["per_second"]
+    for row, result in zip(rows, results, strict=True):
+        row[9] = ratio(result["usage"]["per_second"], first)
 
     print(f"\nclosed loop of {CONCURRENCY} clients; reports of 60 s for calls authorised before\n")
     print(
@@ -223,6 +185,7 @@ async def main() -> None:
                 "p99 ms",
                 "bare signals/s",
                 "reports/signals",
+                f"reports/s vs {SIZES[0]:,}",
                 "authorize/s",
                 "errors",
                 "worker RSS MiB",
@@ -230,7 +193,82 @@ async def main() -> None:
             rows,
         )
     )
-    save("usage", {"concurrency": CONCURRENCY, "sizes": results})
+    targets = target_rows(results)
+    print("\nIssue 12's targets (ratios against the baseline of the same run):\n")
+    print(table(TARGET_HEADER, targets))
+    print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    save(
+        "usage",
+        {
+            "concurrency": CONCURRENCY,
+            "sizes": results,
+            "targets": [dict(zip(TARGET_HEADER, r, strict=True)) for r in targets],
+        },
+    )
+
+
+def target_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    """Issue 12's rows for this benchmark: reports/s against bare signals/s at each size
+    (≥ 0.5×), the largest size's reports/s against the first size's (≥ 0.8×, beside the
+    same ratio for bare signals: what Temporal itself loses with more workflows), and the
+    ledger lag p99 at each size (≤ 1 s)."""
+
+    def met(value: float, limit: float, at_least: bool) -> str:
+        if math.isnan(value):
+            return "-"
+        return "yes" if (value >= limit if at_least else value <= limit) else "no"
+
+    rows = []
+    for r in results:
+        reports, signals = r["usage"]["per_second"], r["signals"]["per_second"]
+        share = reports / signals if signals else float("nan")
+        rows.append(
+            [
+                f"usage reports/s vs bare signals/s, {r['accounts']:,} accounts",
+                f"{reports:.0f}/s",
+                f"{signals:.0f}/s",
+                ratio(reports, signals),
+                "≥ 0.5×",
+                met(share, 0.5, True),
+            ]
+        )
+    first, last = results[0], results[-1]
+    if len(results) > 1:
+        before = first["usage"]["per_second"]
+        growth = last["usage"]["per_second"] / before if before else math.nan
+        rows.append(
+            [
+                f"reports/s at {last['accounts']:,} vs {first['accounts']:,} accounts",
+                f"{last['usage']['per_second']:.0f}/s",
+                f"{first['usage']['per_second']:.0f}/s",
+                ratio(last["usage"]["per_second"], before),
+                "≥ 0.8×",
+                met(growth, 0.8, True),
+            ]
+        )
+        rows.append(
+            [
+                f"(bare signals/s at {last['accounts']:,} vs {first['accounts']:,} accounts)",
+                f"{last['signals']['per_second']:.0f}/s",
+                f"{first['signals']['per_second']:.0f}/s",
+                ratio(last["signals"]["per_second"], first["signals"]["per_second"]),
+                "-",
+                "-",
+            ]
+        )
+    for r in results:
+        lag = r["lag_p99_ms"] / 1000
+        rows.append(
+            [
+                f"ledger lag p99 (report → row), {r['accounts']:,} accounts",
+                f"{lag:.2f} s",
+                "-",
+                "-",
+                "≤ 1 s",
+                met(lag, 1.0, False),
+            ]
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ the Temporal dev server (``temporal server start-dev``, SQLite file), the Overti
 (``python -m starter.serve``), an SMTP server that records when each message was
 accepted, the fake Stripe server when asked, and the baseline's trivial worker
 (``harness.trivial``) when asked. The benchmark process itself only generates load and
-measures.
+measures. ``StackOptions(api_processes=2, workers=2)`` (or ``Stack.add_api()`` /
+``Stack.add_worker()`` while it runs) starts several API processes, each on its own port
+(requests go to them round robin), and several workers on the same task queues.
 
 ``BENCH_SCALE=full`` selects the sizes the issue names; the default is sized for a
 2-core machine shared with others (see BENCHMARKS.md). ``BENCH_DATABASE_URL`` points the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -34,7 +37,10 @@ from typing import Any
 
 import aiohttp
 import psutil
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from sqlalchemy import create_engine, text
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from devstack.mail_catcher import MailCatcher
@@ -191,6 +197,106 @@ class Refused(Exception):
     """An HTTP answer the benchmark did not expect (status or body)."""
 
 
+def cpu_spent(
+    before: dict[str, float], after: dict[str, float], names: Sequence[str] | None = None
+) -> float:
+    """CPU seconds the named processes (all, if None) used between two ``Stack.cpu()``."""
+    return sum(after[n] - before.get(n, 0.0) for n in (after if names is None else names))
+
+
+def cpu_ms_per(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """CPU milliseconds per operation, by process, between two ``Stack.cpu()`` snapshots."""
+    return {
+        name: round((after[name] - before.get(name, 0.0)) * 1000 / max(1, count), 3)
+        for name in after
+    }
+
+
+# --- the ledger, as the database shows it -----------------------------------------------------
+
+
+class LedgerWatch:
+    """Polls the ledger (table ``usage_entry``) for sampled call ids and notes when each
+    first appears: the lag from sending a usage report to its row.
+
+    Only the database contract is used (how the worker gets the row there is the
+    product's business). The poll interval bounds the resolution: a row is seen up to
+    ``interval`` after it was committed (0.1 s against a target of 1 s).
+    """
+
+    def __init__(self, database_url: str, interval: float = 0.1) -> None:
+        self.engine = create_engine(database_url)
+        self.interval = interval
+        self.sent: dict[str, float] = {}
+        self.seen: dict[str, float] = {}
+        self._stop = asyncio.Event()
+
+    def _poll(self) -> list[str]:
+        pending = [c for c in self.sent if c not in self.seen]
+        if not pending:
+            return []
+        found: list[str] = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(pending), 400):
+                chunk = pending[i : i + 400]
+                marks = ",".join(f":p{j}" for j in range(len(chunk)))
+                rows = conn.execute(
+                    text(f"SELECT call_id FROM usage_entry WHERE call_id IN ({marks})"),
+                    {f"p{j}": c for j, c in enumerate(chunk)},
+                )
+                found += [r[0] for r in rows]
+        return found
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            # A row a read finds was committed before the read began (give or take the
+            # moment SQLite takes its snapshot): the read's start, not its end, which on a
+            # busy machine can be tens of milliseconds later.
+            began = time.time()
+            found = await asyncio.to_thread(self._poll)
+            for call_id in found:
+                self.seen.setdefault(call_id, began)
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.interval)
+            except TimeoutError:
+                pass
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until every sampled report has its row, then stop."""
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < len(self.sent) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(self.interval)
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def lags(self) -> list[float]:
+        return [max(0.0, self.seen[c] - self.sent[c]) for c in self.sent if c in self.seen]
+
+    def rows_with_prefix(self, prefix: str) -> int:
+        """Ledger rows whose call id starts with ``prefix`` (no ``%`` or ``_`` in it)."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text("SELECT COUNT(*) FROM usage_entry WHERE call_id LIKE :p"),
+                    {"p": prefix + "%"},
+                ).scalar_one()
+            )
+
+    async def wait_for_rows(self, prefix: str, count: int, timeout: float) -> int:
+        """Wait until ``count`` rows with ``prefix`` are in the ledger; how many there are."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = await asyncio.to_thread(self.rows_with_prefix, prefix)
+            if found >= count or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(self.interval)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
 # --- processes ------------------------------------------------------------------------------
 
 
@@ -266,6 +372,16 @@ class StackOptions:
     # None: the setting's default (OVERTIME_WORKER_MAX_CACHED_WORKFLOWS)
     worker_cache: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Scale-out: this many API processes (each on its own port; Stack.request spreads the
+    # requests over them round robin) and worker processes (sharing the task queues).
+    # Processes are named "api", "api-2", … and "worker", "worker-2", ….
+    api_processes: int = 1
+    workers: int = 1
+
+
+def is_kind(name: str, kind: str) -> bool:
+    """Whether process ``name`` is one of the ``kind`` processes ("api", "api-2", …)."""
+    return name == kind or name.startswith(kind + "-")
 
 
 class Stack:
@@ -275,7 +391,8 @@ class Stack:
         self.options = options or StackOptions()
         self.tmp = Path(tempfile.mkdtemp(prefix="overtime-bench-"))
         self.temporal_port = free_port()
-        self.api_port = free_port()
+        self.api_ports = [free_port() for _ in range(max(1, self.options.api_processes))]
+        self.api_port = self.api_ports[0]
         self.task_queue = f"bench-{uuid.uuid4().hex[:8]}"
         self.database_url = os.environ.get("BENCH_DATABASE_URL") or (
             f"sqlite:///{self.tmp / 'overtime.db'}"
@@ -288,7 +405,10 @@ class Stack:
         # aiohttp, not httpx: as a load generator it needs a fraction of httpx's CPU
         # (measured: 6.5 ms per request with httpx on this machine), CPU the stack needs.
         self.http: aiohttp.ClientSession | None = None
-        self.base_url = f"http://127.0.0.1:{self.api_port}"
+        self.base_url = f"http://127.0.0.1:{self.api_port}"  # the first API process
+        # Every API process that answered /healthz; requests go to them round robin.
+        self.base_urls: list[str] = []
+        self._round_robin = itertools.count()
 
     # -- environment shared by the worker and the API ---------------------------------
 
@@ -380,15 +500,40 @@ class Stack:
             namespace="default",
             data_converter=data_converter_for(Settings()),
         )
-        self.start_worker()
+        for _ in range(max(1, self.options.workers)):
+            self.start_worker()
         if self.options.trivial_worker:
             self._proc(
                 "trivial",
                 [PYTHON, "-m", "harness.trivial", "--address", address],
                 cwd=BENCH_DIR,
             ).start()
-        self._proc(
-            "api",
+        for port in self.api_ports:
+            self._start_api(port)
+        self.http = aiohttp.ClientSession(
+            # Idle connections are dropped by the client before the server's keep-alive
+            # timeout (OVERTIME_HTTP_KEEP_ALIVE_SECONDS, 5 s) closes them: otherwise a
+            # request after a pause can be sent on a connection the server is closing
+            # (ClientOSError, connection reset), which is the race, not the product.
+            connector=aiohttp.TCPConnector(limit=400, keepalive_timeout=2.0),
+            timeout=aiohttp.ClientTimeout(total=60),
+        )
+        try:
+            for port in self.api_ports:
+                await self._wait_healthy(f"http://127.0.0.1:{port}")
+            await self.wait_for_workers(len(self.worker_names()))
+        except RuntimeError:
+            for proc in self.procs.values():
+                print(f"--- {proc.name} log:\n{proc.tail()}", file=sys.stderr)
+            raise
+
+    def _next_name(self, kind: str) -> str:
+        count = sum(1 for name in self.procs if is_kind(name, kind))
+        return kind if count == 0 else f"{kind}-{count + 1}"
+
+    def _start_api(self, port: int) -> Proc:
+        return self._proc(
+            self._next_name("api"),
             [
                 PYTHON,
                 "-m",
@@ -396,26 +541,73 @@ class Stack:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(self.api_port),
+                str(port),
                 "--log-level",
                 "warning",
                 "--no-access-log",
             ],
         ).start()
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=400),
-            timeout=aiohttp.ClientTimeout(total=60),
-        )
+
+    async def _wait_healthy(self, base_url: str) -> None:
+        """Until the API at ``base_url`` answers /healthz 200; then it takes requests."""
 
         async def healthy() -> bool:
-            return (await self.request("GET", "/healthz", None, {}))[0] == 200
+            status, _ = await self.request("GET", "/healthz", None, {}, base_url=base_url)
+            return status == 200
 
-        try:
-            await wait_until(healthy, 90, "the API (with a polling worker)")
-        except RuntimeError:
-            for proc in self.procs.values():
-                print(f"--- {proc.name} log:\n{proc.tail()}", file=sys.stderr)
-            raise
+        await wait_until(healthy, 90, f"the API at {base_url} (with a polling worker)")
+        if base_url not in self.base_urls:
+            self.base_urls.append(base_url)
+
+    async def wait_for_workers(self, count: int, timeout: float = 60) -> None:
+        """Until ``count`` worker processes poll the workflow task queue (Temporal lists
+        each poller's identity, pid@host by default)."""
+        assert self.plain_client is not None
+        service = self.plain_client.workflow_service
+
+        async def polling() -> bool:
+            answer = await service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace="default",
+                    task_queue=TaskQueue(name=self.task_queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                )
+            )
+            return len({poller.identity for poller in answer.pollers}) >= count
+
+        await wait_until(polling, timeout, f"{count} workers polling")
+
+    async def add_api(self) -> Proc:
+        """One more API process on a port of its own; in the round robin once healthy."""
+        port = free_port()
+        self.api_ports.append(port)
+        proc = self._start_api(port)
+        await self._wait_healthy(f"http://127.0.0.1:{port}")
+        return proc
+
+    async def add_worker(self) -> Proc:
+        """One more worker process; returns once it polls. Workflows already cached by
+        the others stay theirs (sticky queues): only new workflows, or ones evicted, are
+        spread over all workers."""
+        proc = self.start_worker()
+        await self.wait_for_workers(len(self.worker_names()))
+        return proc
+
+    def api_names(self) -> list[str]:
+        return [name for name in self.procs if is_kind(name, "api")]
+
+    def worker_names(self) -> list[str]:
+        return [name for name in self.procs if is_kind(name, "worker")]
+
+    def product_names(self) -> list[str]:
+        """The processes a telephony request costs CPU in: the Temporal dev server, every
+        worker and every API process (not the load generator, not the trivial worker)."""
+        return ["temporal", *self.worker_names(), *self.api_names()]
+
+    def baseline_names(self) -> list[str]:
+        """The processes a bare Update or signal costs CPU in: the dev server, the
+        trivial worker."""
+        return ["temporal", "trivial"]
 
     def start_temporal(self) -> None:
         # SQLite in a file, as `make run` has it: every history write is synced to disk.
@@ -424,15 +616,15 @@ class Stack:
         self._proc("temporal", argv).start()
 
     def start_worker(self) -> Proc:
-        return self._proc("worker", [PYTHON, "-m", "worker"]).start()
+        return self._proc(self._next_name("worker"), [PYTHON, "-m", "worker"]).start()
 
     async def __aexit__(self, *exc: object) -> None:
         if self.http is not None:
             await self.http.close()
-        for name in ("api", "trivial", "worker", "temporal"):
-            proc = self.procs.get(name)
-            if proc is not None:
-                await asyncio.to_thread(proc.stop)
+        # The APIs first (nothing new reaches the workers), the workers before the server.
+        for group in (self.api_names(), ["trivial"], self.worker_names(), ["temporal"]):
+            procs = [self.procs[name] for name in group if name in self.procs]
+            await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in procs))
         if self.fake_stripe is not None:
             await asyncio.to_thread(self.fake_stripe.stop)
         self.smtp.stop()
@@ -449,12 +641,21 @@ class Stack:
         return {"Authorization": f"Bearer {TELEPHONY_TOKEN}"}
 
     async def request(
-        self, method: str, path: str, body: Any, headers: dict[str, str]
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        headers: dict[str, str],
+        *,
+        base_url: str | None = None,
     ) -> tuple[int, Any]:
-        """(status, parsed JSON body or None)."""
+        """(status, parsed JSON body or None). Sent to ``base_url``, or else to the API
+        processes in turn (round robin, as a load balancer would)."""
         assert self.http is not None
+        if base_url is None:
+            base_url = self.base_urls[next(self._round_robin) % len(self.base_urls)]
         async with self.http.request(
-            method, self.base_url + path, json=body, headers=headers
+            method, base_url + path, json=body, headers=headers
         ) as response:
             raw = await response.read()
             try:
@@ -539,6 +740,26 @@ class Stack:
         used = {name: proc.cpu_seconds() for name, proc in self.procs.items()}
         used["load generator"] = sum(psutil.Process().cpu_times()[:2])
         return used
+
+    async def settled_cpu(
+        self, names: Sequence[str], *, window: float = 0.5, timeout: float = 20.0
+    ) -> dict[str, float]:
+        """``cpu()`` once the named processes have gone (nearly) idle after a load.
+
+        Work a load leaves behind (signals a trivial workflow has yet to process, ledger
+        writes batched on a timer) belongs to that load's cost: this waits until a window
+        of ``window`` seconds in which the processes used under 5 % of one core together,
+        and returns the snapshot taken at that window's start, so the idle wait itself
+        adds (almost) nothing to the figure.
+        """
+        deadline = time.monotonic() + timeout
+        last = self.cpu()
+        while True:
+            await asyncio.sleep(window)
+            now = self.cpu()
+            if cpu_spent(last, now, names) < 0.05 * window or time.monotonic() > deadline:
+                return last
+            last = now
 
     async def history_length(self, workflow_id: str, run_id: str | None = None) -> int:
         assert self.client is not None
