@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from overtime.sandbox import strict_workflow_runner, workflow_runner
+from overtime.sandbox import SANDBOX_CODE_CACHED, strict_workflow_runner, workflow_runner
 from overtime.settings import Settings
 from overtime.temporal import ENCODING, data_converter_for
 from tests.conftest import SHORT_PERIOD_SECONDS, Api, eventually
@@ -87,6 +87,12 @@ async def test_recorded_history_replays(path: Path, settings: Settings) -> None:
         )
         result = await strict.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is not None
+
+
+def test_the_sandbox_compiles_its_code_strings_once() -> None:
+    """overtime/sandbox.py patches the SDK's private sandbox runner; an SDK upgrade that
+    moves it must be noticed here, not as a slower worker."""
+    assert SANDBOX_CODE_CACHED
 
 
 def test_histories_are_recorded() -> None:
