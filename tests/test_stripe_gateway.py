@@ -72,7 +72,14 @@ def customer_with(gateway: StripeGateway, payment_method: str | None) -> tuple[s
 
 
 def period_invoice(
-    gateway: StripeGateway, account: str, customer: str, amount: int = 1234, period: str = "P1"
+    gateway: StripeGateway,
+    account: str,
+    customer: str,
+    amount: int = 1234,
+    period: str = "P1",
+    *,
+    description: str = "Extra minutes 49.4 min x 0.25 EUR",
+    finalize_key: str | None = None,
 ) -> InvoiceResult:
     return gateway.create_period_invoice(
         customer_id=customer,
@@ -81,9 +88,10 @@ def period_invoice(
         extra_seconds=2962,
         unit_price_cents=25,
         amount_cents=amount,
-        description="Extra minutes 49.4 min x 0.25 EUR",
+        description=description,
         period_start=datetime(2026, 1, 1, tzinfo=UTC),
         period_end=datetime(2026, 2, 1, tzinfo=UTC),
+        finalize_key=finalize_key,
     )
 
 
@@ -309,16 +317,7 @@ def test_invoice_created_and_finalized_without_reading_it_back(
     key = f"{account}:P1:finalize"
 
     def create() -> InvoiceResult:
-        return gateway.create_period_invoice(
-            customer_id=customer,
-            account_id=account,
-            period_key="P1",
-            extra_seconds=2962,
-            unit_price_cents=25,
-            amount_cents=1234,
-            description="Extra minutes 49.4 min x 0.25 EUR",
-            finalize_key=key,
-        )
+        return period_invoice(gateway, account, customer, finalize_key=key)
 
     opened, made = made_by(fake, create)
     assert made == [
@@ -349,27 +348,17 @@ def test_half_made_invoice_is_completed_then_finalized(
     fake.inject_faults(status=503, count=1, path_prefix="/v1/invoiceitems", method="POST")
     with pytest.raises(stripe.APIError):
         period_invoice(strict_gateway, account, customer)
-    completed = strict_gateway.create_period_invoice(
-        customer_id=customer,
-        account_id=account,
-        period_key="P1",
-        extra_seconds=2962,
-        unit_price_cents=25,
-        amount_cents=1234,
-        description="Extra minutes 49.4 min x 0.25 EUR",
-        finalize_key=f"{account}:P1:finalize",
-    )
+    finalize_key = f"{account}:P1:finalize"
+    completed = period_invoice(strict_gateway, account, customer, finalize_key=finalize_key)
     assert (completed.status, completed.amount_cents) == ("open", 1234)
     with pytest.raises(InvoiceMismatchError):  # checked before finalizing, as before
-        strict_gateway.create_period_invoice(
-            customer_id=customer,
-            account_id=account,
-            period_key="P1",
-            extra_seconds=2962,
-            unit_price_cents=25,
-            amount_cents=999,
+        period_invoice(
+            strict_gateway,
+            account,
+            customer,
+            999,
             description="Extra minutes",
-            finalize_key=f"{account}:P1:finalize",
+            finalize_key=finalize_key,
         )
 
 
@@ -383,14 +372,8 @@ def test_retry_while_search_lags_acts_on_the_invoice_as_it_is_now(
     account, customer = customer_with(gateway, "pm_card_visa")
     first = period_invoice(gateway, account, customer)
     opened = gateway.finalize_invoice(first.invoice_id, f"{account}:P1:finalize")
-    again = gateway.create_period_invoice(
-        customer_id=customer,
-        account_id=account,
-        period_key="P1",
-        extra_seconds=2962,
-        unit_price_cents=25,
-        amount_cents=1234,
-        description="Zusätzliche Minuten 49,4 Min. x 0,25 EUR",
+    again = period_invoice(
+        gateway, account, customer, description="Zusätzliche Minuten 49,4 Min. x 0,25 EUR"
     )
     assert again == opened
     replays = keyed(fake, "/v1/invoices", f"{account}:P1:invoice")
