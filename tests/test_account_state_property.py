@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -32,6 +33,9 @@ from temporalio.converter import DataConverter
 from billing.account_state import RECENT_SECONDS, AbandonedRequest, PeriodState, UsageRecord
 from billing.rules import ExtraMinutesSettings, PlanTerms, allowed_extra_seconds
 from tests.telephony_model import ModelAccount
+
+# The pure state machine: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
 
 PLAN = PlanTerms("starter", 2900, included_minutes=2, extra_minute_price_cents=39)
 CHUNK = 50

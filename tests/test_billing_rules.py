@@ -19,6 +19,9 @@ from billing.rules import (
     validate_settings,
 )
 
+# Pure billing rules: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
+
 STARTER = PlanTerms("starter", 2900, 100, 39)
 FREE = PlanTerms("free", 0, 30, 0)
 BOUNDS = LimitBounds(max_limit_cents=1_000_000, max_limit_minutes=100_000)

@@ -45,6 +45,9 @@ from overtime.settings import Settings
 from starter.web.config import DEV_SESSION_SECRET, WebSettings
 from tests.conftest import free_port
 
+# Docker-compose.yml and images: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)

@@ -11,6 +11,9 @@ import pytest
 from overtime import mailer
 from overtime.settings import Settings
 
+# Templates and SMTP: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
+
 ACCOUNT_ID = "acct-internal-4711"
 KINDS = sorted(
     {p.name.split(".")[0] for p in mailer.TEMPLATE_DIR.glob("*.j2") if not p.name.startswith("_")}

@@ -21,6 +21,9 @@ import stripe
 from devstack.fake_stripe import FakeStripe
 from overtime.stripe_gateway import InvoiceResult, StripeGateway
 
+# The fake Stripe alone: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
+
 SEPA_SECONDS = 1.5  # margins for a loaded CI machine (2 cores, 3 test processes)
 SEPA_DELAYED_SECONDS = 5.0
 EXPAND = ["payments.data.payment.payment_intent"]

@@ -25,6 +25,9 @@ from devstack.fake_stripe import FakeStripe
 from overtime.observability import free_port
 from tests.conftest import eventually
 
+# The fake Stripe alone: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
+
 SECRET = "whsec_fake_stripe_webhooks"
 RETRY_CAP_SECONDS = 0.4
 

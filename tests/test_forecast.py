@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing.forecast import MIN_ELAPSED_SECONDS, ForecastInput, forecast
 from billing.rules import cost_cents
+
+# Pure forecasting: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
 
 START = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)  # 1 December, 00:00 in Berlin
 END = datetime(2026, 12, 31, 23, 0, tzinfo=UTC)

@@ -14,10 +14,14 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from starter.input_guard import MAX_DEPTH, InputGuard
+
+# The input guard alone: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
 
 # A tree: ("obj", [(key, tree)]), ("arr", [tree]), ("str", text), ("num", int), ("lit", ...)
 text = st.text(

@@ -19,7 +19,13 @@ from devstack.fake_stripe import FakeStripe
 from devstack.mail_catcher import MailCatcher
 from overtime.db import session_scope
 from overtime.models import Account, Invoice, SettingsChange, UsageEntry
-from tests.conftest import SHORT_PERIOD_SECONDS, STRIPE_WEBHOOK_SECRET, Api, eventually
+from tests.conftest import (
+    SHORT_PERIOD_SECONDS,
+    STRIPE_WEBHOOK_SECRET,
+    Api,
+    eventually,
+    set_up_in_one_period,
+)
 
 STARTER_INCLUDED = 6000
 STARTER_PRICE = 39
@@ -29,15 +35,17 @@ async def account_with_extra_minutes(
     api: Api, payment_method: str, extra_seconds: int, *, locale: str = "en"
 ) -> str:
     """An account that uses all included minutes and ``extra_seconds`` in one period."""
-    account = await api.create_account(locale=locale)
-    added = await api.add_payment_method(account, payment_method)
-    assert added.status_code == 200, added.text
-    assert (await api.enable(account, limit_minutes=30)).status_code == 200
-    assert await api.call(account, "included", STARTER_INCLUDED) == STARTER_INCLUDED
-    assert await api.call(account, "extra", extra_seconds) == extra_seconds
-    state = await api.state(account)
-    assert state["extra_seconds"] == extra_seconds, "the period rolled over during set-up"
-    return account
+
+    async def set_up() -> str:
+        account = await api.create_account(locale=locale)
+        added = await api.add_payment_method(account, payment_method)
+        assert added.status_code == 200, added.text
+        assert (await api.enable(account, limit_minutes=30)).status_code == 200
+        assert await api.call(account, "included", STARTER_INCLUDED) == STARTER_INCLUDED
+        assert await api.call(account, "extra", extra_seconds) == extra_seconds
+        return account
+
+    return await set_up_in_one_period(api, set_up, extra_seconds=extra_seconds)
 
 
 async def invoices(api: Api, account: str) -> list[dict[str, Any]]:

@@ -6,7 +6,12 @@ import io
 import json
 import logging
 
+import pytest
+
 from overtime.observability import configure_logging
+
+# Metrics and logs: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
 
 
 def test_json_logs_carry_account_and_call_ids() -> None:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from google.protobuf.json_format import ParseDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,6 +36,9 @@ from workflows.types import (
     TelephonyBatch,
     TelephonyResult,
 )
+
+# Temporal payloads: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
 
 HISTORIES = Path(__file__).parent / "histories"
 SDK = DataConverter.default.payload_converter

@@ -17,7 +17,7 @@ from devstack.fake_stripe import FakeStripe
 from devstack.mail_catcher import MailCatcher
 from overtime.db import session_scope
 from overtime.models import Account, Invoice, SettingsChange
-from tests.conftest import SHORT_PERIOD_SECONDS, Api, eventually
+from tests.conftest import SHORT_PERIOD_SECONDS, Api, eventually, set_up_in_one_period
 
 
 async def put_plan(api: Api, account: str, plan: str, **extra: Any) -> Any:
@@ -143,15 +143,18 @@ async def test_an_invoice_after_a_plan_change_has_one_line_per_price(
     short_api: Api, fake_stripe: FakeStripe
 ) -> None:
     api = short_api
-    account = await api.create_account(plan="starter", locale="en")
-    assert (await api.enable(account, limit_minutes=30)).status_code == 200
-    assert await api.call(account, "included", 6000) == 6000
-    assert await api.call(account, "at-39", 100) == 100
-    assert (await put_plan(api, account, "business")).status_code == 200
-    assert await api.call(account, "included-2", 24_000) == 24_000
-    assert await api.call(account, "at-29", 50) == 50
-    state = await api.state(account)
-    assert state["extra_seconds"] == 150, "the period rolled over during set-up"
+
+    async def set_up() -> str:
+        account = await api.create_account(plan="starter", locale="en")
+        assert (await api.enable(account, limit_minutes=30)).status_code == 200
+        assert await api.call(account, "included", 6000) == 6000
+        assert await api.call(account, "at-39", 100) == 100
+        assert (await put_plan(api, account, "business")).status_code == 200
+        assert await api.call(account, "included-2", 24_000) == 24_000
+        assert await api.call(account, "at-29", 50) == 50
+        return account
+
+    account = await set_up_in_one_period(api, set_up, extra_seconds=150)
     total = cost_cents(100, 39) + cost_cents(50, 29)  # 65 + 24
 
     def invoiced() -> Invoice | None:

@@ -10,8 +10,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from overtime.settings import Settings
 from starter.web.config import WebSettings
+
+# The README against Settings: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

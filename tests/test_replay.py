@@ -35,6 +35,10 @@ from workflows.types import (
     workflow_id_for,
 )
 
+# Temporal histories: what is replayed does not depend on the database; the PostgreSQL
+# pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
+
 HISTORIES = Path(__file__).parent / "histories"
 # Prefix of histories recorded now; earlier generations keep their names (v1: before
 # invoicing was patched in; v2: before TRUST_PATCH, replayed by workflows/legacy/; v3:

@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from devstack.mail_catcher import MailCatcher
-from tests.conftest import Api, eventually
+from tests.conftest import Api, eventually, set_up_in_one_period
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -496,14 +496,19 @@ async def test_invoice_pages_and_retrying_a_failed_payment(
     short_api: Api, browser: Browser, mail: MailCatcher
 ) -> None:
     api = short_api  # billing periods of a few seconds: invoices come quickly
-    account_id, email = await customer(api)
-    assert (
-        await api.add_payment_method(account_id, "pm_card_chargeCustomerFail")
-    ).status_code == 200
-    assert (await api.enable(account_id, limit_minutes=30)).status_code == 200
-    assert await api.call(account_id, "included", 6000) == 6000
-    assert await api.call(account_id, "extra", 90) == 90
-    assert (await api.state(account_id))["extra_seconds"] == 90, "the period rolled over"
+
+    async def set_up() -> str:
+        account_id, _ = await customer(api)
+        assert (
+            await api.add_payment_method(account_id, "pm_card_chargeCustomerFail")
+        ).status_code == 200
+        assert (await api.enable(account_id, limit_minutes=30)).status_code == 200
+        assert await api.call(account_id, "included", 6000) == 6000
+        assert await api.call(account_id, "extra", 90) == 90
+        return account_id
+
+    account_id = await set_up_in_one_period(api, set_up, extra_seconds=90)
+    email = f"{account_id}@example.com"
 
     async def dunning_over() -> bool:  # every scheduled retry declined: extra minutes paused
         return (await api.state(account_id))["payment_overdue"]
