@@ -50,8 +50,11 @@ HISTORIES = Path(__file__).parent / "histories"
 # a new payment method, v5-invoice-declined a dunning wait cut short by webhooks); v6:
 # before usage rows were written by a local activity in the report's own workflow task
 # (HOT_PATH_PATCH). v7-ledger-locked and v7-ledger-refused (recorded by
-# tests/test_hot_path.py) hold local writes that timed out and that failed fast.
-RECORDING = "v7"
+# tests/test_hot_path.py) hold local writes that timed out and that failed fast; v7: before
+# an unpaid invoice's run continued as new (BOUNDED_PATCH). v8-invoice-continued (recorded
+# by tests/test_invoice_history.py) holds an invoice's first run and one that was handed a
+# state.
+RECORDING = "v8"
 
 
 def recorded_histories() -> list[Path]:

@@ -17,11 +17,21 @@ for Stripe's outcome: a webhook first, or the periodic reconciliation read if th
 was lost. It is never charged again meanwhile, whatever payment method is added
 (``NEWS_PATCH``: a method added meanwhile is used at once if the debit fails); dunning
 starts only after a debit really failed.
+
+An invoice can stay unpaid for months (re-read every reconcile interval all the while):
+since ``BOUNDED_PATCH`` its run continues as new past ``InvoiceInput.max_history_events``
+(2,000, ~45 days of six-hourly reads), handing the next run where it stood
+(``InvoiceResume``: the invoice, the attempt, whether the failure was noticed and the
+account suspended, pending news), so the history stays bounded and nothing is charged,
+emailed or suspended twice. Signals address the workflow id, so webhooks and new payment
+methods reach whichever run is current.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -35,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ChargeRequest,
         InvoiceInput,
         InvoiceOverdue,
+        InvoiceResume,
         InvoiceState,
         NoticeDelivery,
         PaymentEvent,
@@ -64,6 +75,12 @@ NEXT_ATTEMPT_PATCH = "invoice-next-attempt-at"
 # open invoice at once, waits for a processing debit's outcome, and is used at once if
 # that debit fails.
 NEWS_PATCH = "invoice-news-waits"
+# An invoice left unpaid (dunning over, or a debit that never settles) re-reads Stripe every
+# reconcile interval for as long as it stays unpaid: its history grew without bound. Since:
+# past ``InvoiceInput.max_history_events`` (or when Temporal suggests it) the run continues
+# as new, carrying where the invoice stood (``InvoiceResume``). Asked only when a hand-over
+# is due, so a run recorded before (which never handed over) replays unpatched.
+BOUNDED_PATCH = "invoice-continue-as-new"
 STRIPE_TIMEOUT = timedelta(seconds=60)
 
 
@@ -82,18 +99,32 @@ class InvoiceWorkflow:
 
     @workflow.run
     async def run(self, input: InvoiceInput) -> InvoiceState:
-        invoice: InvoiceState = await workflow.execute_activity_method(
-            InvoicingActivities.create_invoice,
-            input,
-            task_queue=input.stripe_task_queue,
-            start_to_close_timeout=STRIPE_TIMEOUT,
-            retry_policy=STRIPE_RETRY,
-        )
-        invoice = await self._charge(input, invoice, attempt=0)
-        await self._notify(input, invoice, INVOICE, key="period")
-        attempt = 0
-        suspended = False
+        if input.resume is not None:  # a run that continued as new: go on where it stood
+            resume = input.resume
+            invoice = resume.invoice
+            attempt, suspended = resume.attempt, resume.suspended
+            self._noticed_attempt, self._retry_due = resume.noticed_attempt, resume.retry_due
+            self._new_payment_method = resume.new_payment_method
+            self._method_after_debit = resume.method_after_debit
+            self._events = list(resume.events)
+            self._status = invoice.status
+        else:
+            invoice = await workflow.execute_activity_method(
+                InvoicingActivities.create_invoice,
+                input,
+                task_queue=input.stripe_task_queue,
+                start_to_close_timeout=STRIPE_TIMEOUT,
+                retry_policy=STRIPE_RETRY,
+            )
+            invoice = await self._charge(input, invoice, attempt=0)
+            await self._notify(input, invoice, INVOICE, key="period")
+            attempt = 0
+            suspended = False
         while invoice.status != "paid" and invoice.status != "void":
+            # Between two steps nothing is in flight (signal handlers only append), so the
+            # loop's whole knowledge is in its locals and fields: hand it over here.
+            if self._hand_over_due(input) and workflow.patched(BOUNDED_PATCH):
+                self._continue_as_new(input, invoice, attempt=attempt, suspended=suspended)
             if invoice.status == "payment_failed":
                 final = attempt >= len(input.dunning_schedule_seconds)
                 if workflow.patched(NEWS_PATCH) and self._noticed_attempt == attempt:
@@ -139,6 +170,39 @@ class InvoiceWorkflow:
             await self._signal_account(input, overdue=False)
         self._status = invoice.status
         return invoice
+
+    @staticmethod
+    def _hand_over_due(input: InvoiceInput) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= input.max_history_events
+        )
+
+    def _continue_as_new(
+        self, input: InvoiceInput, invoice: InvoiceState, *, attempt: int, suspended: bool
+    ) -> NoReturn:
+        runs = input.resume.runs + 1 if input.resume is not None else 1
+        workflow.logger.info(
+            "unpaid invoice continues as new",
+            extra={"account_id": input.profile.account_id, "runs": runs},
+        )
+        workflow.continue_as_new(
+            replace(
+                input,
+                resume=InvoiceResume(
+                    invoice=invoice,
+                    attempt=attempt,
+                    suspended=suspended,
+                    noticed_attempt=self._noticed_attempt,
+                    retry_due=self._retry_due,
+                    new_payment_method=self._new_payment_method,
+                    method_after_debit=self._method_after_debit,
+                    events=list(self._events),
+                    runs=runs,
+                ),
+            )
+        )
 
     async def _charge(
         self, input: InvoiceInput, invoice: InvoiceState, attempt: int

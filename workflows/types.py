@@ -387,6 +387,12 @@ class InvoiceInput:
     # One line per price; empty: one line from extra_seconds × unit_price_cents (every
     # period without a plan change, and every invoice started before lines existed).
     lines: list[InvoiceLine] = field(default_factory=list)
+    # An invoice left unpaid is re-read every reconcile interval for as long as it stays
+    # unpaid: past this many events its run continues as new (~45 days of six-hourly
+    # reads), far below Temporal's history warning at 10,240 events.
+    max_history_events: int = 2_000
+    # Set by a run that continued as new: where the invoice stood (None: a new invoice).
+    resume: InvoiceResume | None = None
 
 
 @dataclass
@@ -415,6 +421,26 @@ class PaymentEvent:
     event_id: str
     status: str  # paid | payment_failed | open | void
     failure_code: str | None = None
+
+
+@dataclass
+class InvoiceResume:
+    """An unpaid invoice's run handing over to the next (InvoiceWorkflow, BOUNDED_PATCH):
+    everything its loop knows, so that the next run neither charges, emails nor suspends
+    again what this one already did."""
+
+    invoice: InvoiceState
+    attempt: int
+    suspended: bool
+    # The attempt whose failure was noticed (next attempt recorded, email sent), and when
+    # its retry is due.
+    noticed_attempt: int | None = None
+    retry_due: datetime | None = None
+    new_payment_method: bool = False
+    method_after_debit: bool = False
+    # Webhook news that came while the run was handing over: the next run reads it first.
+    events: list[PaymentEvent] = field(default_factory=list)
+    runs: int = 1  # runs this invoice has had before the next one
 
 
 # --- month-end close -----------------------------------------------------------------
