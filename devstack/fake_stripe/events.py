@@ -3,7 +3,7 @@
 ``EventBus.emit`` is called by the proxy (on its event loop) at every state change Stripe
 would announce. It records the event in Stripe's shape (``object: "event"``, the pinned
 ``api_version``, ``data.object`` as the API shows it, passed through
-``fake_stripe_shapes.conform``), serves it to ``GET /v1/events`` and
+``shapes.conform``), serves it to ``GET /v1/events`` and
 ``GET /v1/events/{id}``, and, while webhooks are forwarded, schedules its delivery.
 
 Forwarding works like ``stripe listen --forward-to URL [--events a,b]``: only events
@@ -53,7 +53,7 @@ from typing import Any
 import aiohttp
 import stripe
 
-from devstack.fake_stripe_shapes import conform
+from devstack.fake_stripe.shapes import conform
 
 Json = dict[str, Any]
 
@@ -162,7 +162,7 @@ class EventBus:
 
     # The version the stripe SDK pins, as Stripe renders events for the account's version.
     api_version: str = stripe.api_version
-    # The final pass over every object leaving the proxy (fake_stripe_shapes, owner H3).
+    # The final pass over every object leaving the proxy (shapes.py).
     conform: Callable[[Any], Any] = conform
     settings: WebhookSettings = field(default_factory=WebhookSettings)
     # Stripe keeps events 30 days; a benchmark run must not grow without bound.
