@@ -1,4 +1,4 @@
-"""The fake Stripe pays invoices the way Stripe does (``devstack.fake_stripe_payments``).
+"""The fake Stripe pays invoices the way Stripe does (``devstack.fake_stripe.payments``).
 
 Driven with the real stripe SDK over HTTP, as ``overtime.stripe_gateway`` drives it: test
 payment-method ids with Stripe's documented meanings (https://docs.stripe.com/testing),
@@ -179,7 +179,7 @@ def test_setup_intent_with_a_declining_card_keeps_waiting_for_a_method(
     # The customer tries another card on the same SetupIntent: that one is saved.
     done = client.v1.setup_intents.confirm(setup.id, params={"payment_method": "pm_card_visa"})
     assert done.status == "succeeded"
-    # (localstripe omits the null field; fake_stripe_shapes may add it)
+    # (localstripe omits the null field; fake_stripe.shapes may add it)
     assert client.v1.setup_intents.retrieve(setup.id).to_dict().get("last_setup_error") is None
     assert attached_cards(client, customer) == [done.payment_method]
 

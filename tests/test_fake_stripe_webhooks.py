@@ -1,4 +1,4 @@
-"""The fake Stripe's events and webhooks (devstack/fake_stripe_events.py).
+"""The fake Stripe's events and webhooks (devstack/fake_stripe/events.py).
 
 Webhooks go to a real HTTP receiver on this test's loop, which checks every delivery with
 the stripe library's own ``stripe.Webhook.construct_event``; events are read back through

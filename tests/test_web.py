@@ -1,7 +1,7 @@
 """The web app and the admin console in a real browser (Debian's chromium via Playwright).
 
 Everything underneath is real: the API in-process with its workflows on the Temporal dev
-server, localstripe behind devstack/fake_stripe.py (and its stand-in Stripe.js in the
+server, localstripe behind devstack/fake_stripe/ (and its stand-in Stripe.js in the
 page), SMTP to the mail catcher. Simulated calls go through the telephony API; the pages
 must show what the workflows decide. Screenshots of the main pages go to docs/screenshots/.
 """

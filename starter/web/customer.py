@@ -13,7 +13,7 @@ mandate text shown beside the IBAN) and posts only the resulting ``pm_…`` id b
 
 * Real Stripe: the Card Element and the IBAN Element (``supportedCountries: ['SEPA']``),
   iframes served by Stripe; Stripe.js records the mandate acceptance.
-* The fake (localstripe's stand-in Stripe.js, proxied by ``devstack/fake_stripe.py``):
+* The fake (localstripe's stand-in Stripe.js, proxied by ``devstack/fake_stripe/``):
   its ``elements()`` builds card fields only, whatever type is asked for, so the page
   shows a plain IBAN input instead of the IBAN Element and passes
   ``sepa_debit: {iban}`` to the stand-in's ``confirmSepaDebitSetup`` (a shape real

@@ -2,7 +2,7 @@
 
 When the stripe package is upgraded (a new API version), this test fails and lists, per
 Stripe class, every field added, removed or changed; after reading the list (and fixing
-``devstack/fake_stripe_shapes.py`` and the product where needed) regenerate the snapshot:
+``devstack/fake_stripe/shapes.py`` and the product where needed) regenerate the snapshot:
 ``.venv/bin/python -m tests.contract.sdk_schemas --write``.
 """
 
