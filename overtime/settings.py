@@ -121,12 +121,18 @@ class Settings(BaseSettings):
     temporal_ui_port: int = 8233
     temporal_namespace: str = "default"
     task_queue: str = "overtime"
-    # Self-hosted clusters with TLS / mTLS, or Temporal Cloud (mTLS or an API key).
+    # Self-hosted clusters with TLS / mTLS, or Temporal Cloud (mTLS or an API key; an API
+    # key switches TLS on unless temporal_tls is set to false, as Temporal's clients do).
     temporal_tls: bool = False
     temporal_tls_ca: str | None = None
     temporal_tls_cert: str | None = None
     temporal_tls_key: str | None = None
     temporal_api_key: str | None = None
+    # Or a profile of Temporal's own client configuration (temporalio.envconfig: the TOML
+    # file at TEMPORAL_CONFIG_FILE or ~/.config/temporalio/temporal.toml, then the
+    # TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TEMPORAL_API_KEY / TEMPORAL_TLS_* variables,
+    # as the temporal CLI reads them). When set, it replaces the temporal_* settings above.
+    temporal_profile: str | None = None
     # Payload encryption (AES-256-GCM): base64 of 32 bytes. The dev default is public;
     # production sets its own. Old keys (id -> key) keep older histories readable.
     payload_key: str = "b3ZlcnRpbWUtZGV2LXBheWxvYWQta2V5LTMyYnl0ZXM="

@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -34,8 +35,8 @@ from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS
 from temporalio.runtime import Runtime
-from temporalio.service import TLSConfig
 
 from overtime.payload_converter import OvertimePayloadConverter
 from overtime.settings import Settings
@@ -160,31 +161,44 @@ def data_converter_for(settings: Settings) -> DataConverter:
     )
 
 
-def _tls(settings: Settings) -> TLSConfig | bool:
-    if not settings.temporal_tls:
-        return False
+def client_profile(settings: Settings) -> ClientConfigProfile:
+    """Where and how to reach Temporal, in the SDK's own terms (``temporalio.envconfig``).
 
-    def read(path: str | None) -> bytes | None:
-        if not path:
-            return None
-        with open(path, "rb") as handle:
-            return handle.read()
-
-    return TLSConfig(
-        server_root_ca_cert=read(settings.temporal_tls_ca),
-        client_cert=read(settings.temporal_tls_cert),
-        client_private_key=read(settings.temporal_tls_key),
+    ``temporal_profile`` set: that profile of Temporal's client configuration (its TOML file
+    and ``TEMPORAL_*`` variables, as the temporal CLI reads them), whole. Otherwise the
+    ``temporal_*`` settings; the SDK reads the certificate files and decides TLS the way
+    Temporal's clients do (an API key means TLS unless ``temporal_tls`` says false).
+    """
+    if settings.temporal_profile is not None:
+        return ClientConfigProfile.load(profile=settings.temporal_profile)
+    tls: ClientConfigTLS | None
+    if settings.temporal_tls:
+        tls = ClientConfigTLS(
+            server_root_ca_cert=_path(settings.temporal_tls_ca),
+            client_cert=_path(settings.temporal_tls_cert),
+            client_private_key=_path(settings.temporal_tls_key),
+        )
+    elif settings.temporal_api_key and "temporal_tls" not in settings.model_fields_set:
+        tls = None  # the SDK's default for an API key: TLS with the system's roots
+    else:
+        tls = ClientConfigTLS(disabled=True)
+    return ClientConfigProfile(
+        address=settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        api_key=settings.temporal_api_key,
+        tls=tls,
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     """A client for the configured cluster: local dev server, self-hosted or Cloud."""
     return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
+        **client_profile(settings).to_client_connect_config(),
         data_converter=data_converter_for(settings),
-        tls=_tls(settings),
-        api_key=settings.temporal_api_key,
         runtime=runtime,
     )
 
