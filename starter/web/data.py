@@ -15,6 +15,7 @@ from sqlalchemy import func, or_
 from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
+from billing.account_state import WARNING_PERCENT
 from billing.rules import ExtraMinutesSettings, PlanTerms, allowed_extra_seconds, limit_as_cents
 from overtime.db import as_utc, session_scope
 from overtime.models import (
@@ -30,8 +31,6 @@ from overtime.models import (
 from starter.errors import ApiError
 from starter.services import AccountService
 from workflows.types import AccountSnapshot
-
-WARNING_PERCENT = 90
 
 
 def account(db: str, account_id: str) -> Account | None:
