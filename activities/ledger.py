@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 USAGE_TABLE = cast(Table, UsageEntry.__table__)
 HISTORY_TABLE = cast(Table, SettingsChange.__table__)
 ACCOUNT_TABLE = cast(Table, Account.__table__)
+CLOSED_TABLE = cast(Table, ClosedPeriod.__table__)
 # Threads for the settled-call look-ups only (see find_recorded_calls).
 _LOOKUP_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger-lookup")
 
@@ -189,35 +190,25 @@ class LedgerActivities:
     @activity.defn
     def close_period(self, close: PeriodClose) -> None:
         """Write the closed period's totals, and check them against the ledger."""
+        row = dict(
+            account_id=close.account_id,
+            plan=close.plan,
+            period_start=close.period_start,
+            period_end=close.period_end,
+            included_used_seconds=close.included_used_seconds,
+            extra_used_seconds=close.extra_used_seconds,
+            extra_cost_cents=close.extra_cost_cents,
+            excess_seconds=close.excess_seconds,
+            calls_recorded=close.calls_recorded,
+            extra_minute_price_cents=close.extra_minute_price_cents,
+            limit_cents=close.limit_cents,
+            stopped_at_limit=close.stopped_at_limit,
+            closed_at=activity.info().current_attempt_scheduled_time,
+        )
         with session_scope(self.database_url) as session:
-            exists = session.exec(
-                select(ClosedPeriod.id).where(
-                    ClosedPeriod.account_id == close.account_id,
-                    ClosedPeriod.period_start == close.period_start,
-                )
-            ).first()
-            if exists is None:
-                session.add(
-                    ClosedPeriod(
-                        account_id=close.account_id,
-                        plan=close.plan,
-                        period_start=close.period_start,
-                        period_end=close.period_end,
-                        included_used_seconds=close.included_used_seconds,
-                        extra_used_seconds=close.extra_used_seconds,
-                        extra_cost_cents=close.extra_cost_cents,
-                        excess_seconds=close.excess_seconds,
-                        calls_recorded=close.calls_recorded,
-                        extra_minute_price_cents=close.extra_minute_price_cents,
-                        limit_cents=close.limit_cents,
-                        stopped_at_limit=close.stopped_at_limit,
-                        closed_at=activity.info().current_attempt_scheduled_time,
-                    )
-                )
-                try:
-                    session.commit()
-                except IntegrityError:
-                    session.rollback()  # a concurrent execution wrote it: the same totals
+            # A retry, or a concurrent execution, finds the row written: the same totals.
+            insert_new(session, CLOSED_TABLE, [row], ("account_id", "period_start"))
+            session.commit()
             included, extra, calls = ledger_totals(session, close.account_id, close.period_start)
         if (included, extra, calls) != (
             close.included_used_seconds,
