@@ -37,6 +37,12 @@ from workflows.close_report import MonthEndCloseWorkflow
 from workflows.invoice import InvoiceWorkflow
 
 WORKFLOWS: Sequence[type] = (AccountWorkflow, InvoiceWorkflow, MonthEndCloseWorkflow)
+MAIN_ACTIVITY_SLOTS = 24
+# Stripe activities in flight per worker. The request budget is kept by the limiter, so
+# the slots only have to cover Stripe's latency: requests/s ≤ slots ÷ seconds per request,
+# and a request to Stripe itself takes 0.2–0.5 s, so 100/s needs 20–50 in flight (8, as
+# before, capped a worker near 25/s). A slot waiting in the limiter costs a thread, no more.
+STRIPE_ACTIVITY_SLOTS = 32
 
 
 def build_workers(
@@ -46,15 +52,15 @@ def build_workers(
     that tells ``/healthz`` within seconds when this process stops (last: ``python -m
     worker`` stops it first, so a graceful stop is recorded before the workers drain).
 
-    Activities are sync and run on ``executor``. The Stripe limit is enforced by the
-    Temporal server for the whole task queue (``max_task_queue_activities_per_second``),
-    so it holds however many workers run.
+    Activities are sync and run on ``executor``. Stripe's request budget is kept per
+    request by the limiter every gateway shares through the database
+    (overtime/stripe_rate.py), however many workers and API processes run.
     """
     database_url = settings.resolved_database_url()
     init_db(database_url)
     ledger = LedgerActivities(database_url)
     notifications = NotificationActivities(settings)
-    gateway = gateway_for(settings)
+    gateway = gateway_for(settings, "background")  # the API's customers go first
     invoicing = InvoicingActivities(database_url, lambda: gateway, load_tax(settings.plans_file))
     close = CloseActivities(settings, gateway)
     main = Worker(
@@ -77,7 +83,7 @@ def build_workers(
             close.send_close_report,
         ],
         activity_executor=executor,
-        max_concurrent_activities=24,
+        max_concurrent_activities=MAIN_ACTIVITY_SLOTS,
         # The sandbox with our workflow package passed through: a cached account holds
         # ~42 KiB of Python objects instead of ~112 KiB, and a new run (cache miss,
         # eviction replay, continue-as-new) costs ~1 ms of CPU instead of ~20 ms; the
@@ -98,9 +104,12 @@ def build_workers(
             invoicing.refresh_invoice,
         ],
         activity_executor=executor,
-        max_concurrent_activities=8,
-        max_task_queue_activities_per_second=settings.stripe_requests_per_second
-        / settings.stripe_calls_per_activity,
+        max_concurrent_activities=STRIPE_ACTIVITY_SLOTS,
+        # A flood guard only: every activity makes at least one request, so more
+        # activities per second than requests could only wait in the limiter, each
+        # holding a slot. The budget itself is kept per request by the gateway's limiter
+        # (an activity makes 1 to 5, ~3.5 on average at month end).
+        max_task_queue_activities_per_second=settings.stripe_requests_per_second,
     )
     heartbeat = WorkerHeartbeatRunner(
         client, settings, [settings.task_queue, settings.stripe_task_queue], [main, stripe]
@@ -125,7 +134,10 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await ensure_close_schedule(client, settings)
-    with ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity") as executor:
+    # A thread for every slot: Stripe activities waiting for their window never delay
+    # the ledger's.
+    threads = MAIN_ACTIVITY_SLOTS + STRIPE_ACTIVITY_SLOTS
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="activity") as executor:
         workers = build_workers(client, settings, executor)
         async with contextlib.AsyncExitStack() as stack:
             for worker in workers:

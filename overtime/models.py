@@ -433,3 +433,18 @@ class CustomerToken(SQLModel, table=True):
     family_expires_at: datetime = Field(sa_column=utc_column())
     used_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     revoked_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+class StripeRateWindow(SQLModel, table=True):
+    """Stripe requests granted in one time window, shared by every worker and API process
+    (overtime/stripe_rate.py): one row per limiter name and window, ``used`` taken one
+    request at a time by an atomic upsert that never passes the window's cap. Rows older
+    than a few minutes are deleted."""
+
+    __tablename__ = "stripe_rate_window"
+    name: str = Field(primary_key=True, max_length=64)
+    # The window's start, ms since the epoch (100 ms windows at rates ≥ 10/s).
+    window_start_ms: int = Field(
+        sa_column=Column(BigInteger(), primary_key=True, autoincrement=False)
+    )
+    used: int

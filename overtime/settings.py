@@ -236,11 +236,16 @@ class Settings(BaseSettings):
     # 503 (Stripe retries it); well below the time Stripe waits for an answer.
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     stripe_webhook_signal_timeout_seconds: float = Field(default=5.0, gt=0, le=10)
-    # Stripe allows 100 requests/s live and 25 in test mode; the Stripe task queue is
-    # throttled to this many requests per second across all workers.
+    # Stripe allows 100 requests/s live and 25 in test mode; every request to Stripe, from
+    # all workers and API processes together, takes a slot of this budget (rounded down
+    # to whole requests per second; below 1, one request per 1/rate s) shared through the
+    # database (overtime/stripe_rate.py). Background work (the worker) gets 90 % of each
+    # second, the API the rest and whatever the worker leaves.
     stripe_requests_per_second: float = Field(default=20.0, gt=0)
-    # Stripe calls one invoicing activity makes at most, to turn the request limit into
-    # Temporal's activities-per-second limit: create_invoice makes 5 at month end (the
+    # Stripe calls one invoicing activity makes at most. No longer the throttle (the
+    # limiter above counts requests; the worker's Temporal throttle is only a flood guard
+    # at stripe_requests_per_second activities/s): what a month-end invoice costs, for
+    # capacity planning and bench_month_end.py. create_invoice makes 5 at month end (the
     # customer's settings written once, search, create, item, finalize; 4 once they are
     # synced), pay_invoice 2 (read, pay; 3 after a decline), refresh_invoice 1. More only
     # off that path: +1 per extra line, +2 for a new reverse-charge VAT id, a process's

@@ -58,7 +58,7 @@ Calls are synchronous (the SDK's requests transport): call from sync activities 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -130,6 +130,25 @@ class InvoiceResult:
     net_cents: int = 0  # ``total_excluding_tax``
 
 
+class _PacedRequestsClient(stripe.RequestsClient):
+    """The SDK's requests transport, taking a slot of the request budget before each
+    request. The SDK's retry loop (``request_with_retries``) calls ``request`` once per
+    attempt, so a retry is paced as the first try was: every request Stripe counts passes
+    here, and nothing else in Overtime sends any."""
+
+    def __init__(self, before_request: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._before_request = before_request
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        self._before_request()
+        return super().request(*args, **kwargs)
+
+    def request_stream(self, *args: Any, **kwargs: Any) -> Any:
+        self._before_request()
+        return super().request_stream(*args, **kwargs)
+
+
 class StripeGateway:
     """All Stripe access of Overtime. One instance per configuration; thread-safe."""
 
@@ -142,7 +161,11 @@ class StripeGateway:
         *,
         max_network_retries: int = DEFAULT_MAX_NETWORK_RETRIES,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        before_request: Callable[[], None] | None = None,
     ) -> None:
+        """``before_request`` is called before every HTTP request to Stripe, the SDK's
+        network retries included, and may block: the shared request budget
+        (``overtime.stripe_rate.StripeRateLimiter.gate``). None: requests go unpaced."""
         self._api_base = api_base.rstrip("/") if api_base else None
         self._tax_rates: dict[str, str] = {}  # metadata key → id; rates are never edited
         self._publishable_key = publishable_key
@@ -151,7 +174,9 @@ class StripeGateway:
             api_key,
             base_addresses={"api": self._api_base} if self._api_base else None,
             max_network_retries=max_network_retries,
-            http_client=stripe.RequestsClient(timeout=timeout_seconds),
+            http_client=_PacedRequestsClient(before_request, timeout=timeout_seconds)
+            if before_request is not None
+            else stripe.RequestsClient(timeout=timeout_seconds),
         )
 
     @property

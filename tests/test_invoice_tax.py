@@ -309,15 +309,15 @@ def test_the_shipped_catalog_is_net_19_percent() -> None:
     assert (gross.note("de"), gross.note("en")) == ("inkl. 7,5 % MwSt.", "incl. 7.5% VAT")
 
 
-# --- requests per activity: the throttle's premise -----------------------------------
+# --- requests per activity: what a month-end invoice costs ----------------------------
 
 
 def test_month_end_activities_stay_within_stripe_calls_per_activity(
     database_url: str,
 ) -> None:
-    """The worker throttles the Stripe queue to ``stripe_requests_per_second ÷
-    stripe_calls_per_activity`` activities per second, which keeps every second within
-    Stripe's budget only if no activity makes more requests than that. Counted here on the
+    """``stripe_calls_per_activity`` is the most requests one invoicing activity makes on
+    the month-end path (what capacity planning and bench_month_end.py count on; the budget
+    itself is kept per request by overtime/stripe_rate.py). Counted here on the
     month-end path, against a Stripe no other test uses: the customer's settings are
     written once (no read) and remembered, the invoice this run created is finalized
     without being read back, and the charge reads the invoice once."""
