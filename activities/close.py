@@ -23,11 +23,12 @@ from email.message import EmailMessage
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 from temporalio import activity
 
 from activities.ledger import ledger_totals
 from billing.rules import month_label, month_window, period_containing
+from overtime import formatting
 from overtime.db import as_utc, session_scope
 from overtime.models import (
     Account,
@@ -121,7 +122,9 @@ class CloseActivities:
             )
         summary = _summarise(request.period, lines)
         with session_scope(self._db) as session:
-            session.exec(delete(CloseReportLine).where(CloseReportLine.period == request.period))  # type: ignore[call-overload]
+            session.exec(
+                delete(CloseReportLine).where(col(CloseReportLine.period) == request.period)
+            )
             existing = session.get(CloseReport, request.period)
             if existing is not None:
                 session.delete(existing)
@@ -228,7 +231,7 @@ class CloseActivities:
         message.set_content(
             f"Month-end close for {request.period}\n\n"
             f"Accounts: {report.accounts}\n"
-            f"Extra minutes: {report.extra_seconds / 60:.1f}\n"
+            f"Extra minutes: {formatting.minutes(report.extra_seconds, 'en')}\n"
             f"Invoiced: {_euros(report.invoiced_cents)}\n"
             f"Paid: {_euros(report.paid_cents)}\n"
             f"Failed: {_euros(report.failed_cents)}\n"
@@ -327,7 +330,5 @@ def _summarise(period: str, lines: list[CloseReportLine]) -> CloseSummary:
 
 
 def _euros(cents: int) -> str:
-    """``-150`` → ``-1,50 €``: the sign apart, since ``//`` and ``%`` floor negatives."""
-    sign = "-" if cents < 0 else ""
-    whole, rest = divmod(abs(cents), 100)
-    return f"{sign}{whole},{rest:02d} €"
+    """The finance email's amounts, in German: ``-150`` → ``-1,50 €``."""
+    return formatting.money(cents, "de")

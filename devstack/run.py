@@ -52,6 +52,7 @@ import httpx
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
+from overtime import formatting
 from overtime.settings import Settings
 from starter.web.config import WebSettings
 
@@ -668,10 +669,9 @@ Press Ctrl-C to stop.
 
 def _limit_text(limit: dict[str, Any]) -> str:
     if limit.get("limit_cents") is not None:
-        cents = limit["limit_cents"]
-        return f"limit {cents // 100}.{cents % 100:02d} EUR"
+        return f"limit {formatting.money_code(limit['limit_cents'])}"
     if limit.get("limit_minutes") is not None:
-        return f"limit {limit['limit_minutes']} min"
+        return f"limit {formatting.minutes_unit(limit['limit_minutes'], 'en')}"
     return "no limit"
 
 

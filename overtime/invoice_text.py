@@ -22,44 +22,20 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from zoneinfo import ZoneInfo
+
+from overtime.formatting import day_range, language, minutes_seconds, money
 
 # Stripe's preferred_locales for our two languages: German as written in Germany,
 # English with day-month dates and the euro sign in front, as in Britain.
 STRIPE_LOCALES = {"de": "de-DE", "en": "en-GB"}
-_MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def language(locale: str | None) -> str:
-    """ "de" or "en" from a stored locale ("de", "de-DE", "en_GB", None → "de")."""
-    code = (locale or "de").replace("_", "-").split("-")[0].lower()
-    return code if code in STRIPE_LOCALES else "de"
+# language and money are overtime.formatting's; activities.invoicing and
+# overtime.invoice_mail still import them from here.
 
 
 def stripe_locale(locale: str | None) -> str:
     """The Stripe customer's ``preferred_locales`` entry for an account's locale."""
     return STRIPE_LOCALES[language(locale)]
-
-
-def money(cents: int, locale: str) -> str:
-    """``39`` → ``0,39 €`` (de) / ``€0.39`` (en); ``123456`` → ``1.234,56 €`` / ``€1,234.56``."""
-    amount = Decimal(cents) / 100
-    if language(locale) == "de":
-        whole, frac = f"{amount:,.2f}".split(".")
-        return f"{whole.replace(',', '.')},{frac} €"
-    return f"€{amount:,.2f}"
-
-
-def duration(seconds: int, locale: str) -> str:
-    """``1596`` → ``26 Min. 36 Sek.`` / ``26 min 36 s``; whole minutes without seconds."""
-    minutes, rest = divmod(seconds, 60)
-    de = language(locale) == "de"
-    whole = f"{minutes:,}".replace(",", "." if de else ",")
-    text = f"{whole} Min." if de else f"{whole} min"
-    if rest:
-        text += f" {rest} Sek." if de else f" {rest} s"
-    return text
 
 
 def period_days(period_start: datetime, period_end: datetime, timezone: str) -> tuple[date, date]:
@@ -72,24 +48,7 @@ def period_days(period_start: datetime, period_end: datetime, timezone: str) -> 
 
 def period_text(period_start: datetime, period_end: datetime, timezone: str, locale: str) -> str:
     """``01.11.–30.11.2026`` / ``1–30 Nov 2026``, shortened where months or years agree."""
-    first, last = period_days(period_start, period_end, timezone)
-    if language(locale) == "de":
-        if first == last:
-            return f"{first:%d.%m.%Y}"
-        if first.year == last.year:
-            return f"{first:%d.%m.}–{last:%d.%m.%Y}"
-        return f"{first:%d.%m.%Y}–{last:%d.%m.%Y}"
-
-    def day_month(day: date) -> str:
-        return f"{day.day} {_MONTHS_EN[day.month - 1]}"
-
-    if first == last:
-        return f"{day_month(first)} {first.year}"
-    if (first.year, first.month) == (last.year, last.month):
-        return f"{first.day}–{last.day} {_MONTHS_EN[first.month - 1]} {first.year}"
-    if first.year == last.year:
-        return f"{day_month(first)} – {day_month(last)} {last.year}"
-    return f"{day_month(first)} {first.year} – {day_month(last)} {last.year}"
+    return day_range(*period_days(period_start, period_end, timezone), locale)
 
 
 def plan_label(plan: str) -> str:
@@ -115,7 +74,7 @@ def line_description(
     price = money(unit_price_cents, locale) + ("/Min." if de else "/min")
     period = period_text(period_start, period_end, timezone, locale)
     period_word = "Zeitraum" if de else "period"
-    return f"{label}: {duration(seconds, locale)} × {price}, {period_word} {period}"
+    return f"{label}: {minutes_seconds(seconds, locale)} × {price}, {period_word} {period}"
 
 
 # EU member states by VAT id prefix (Greece is "EL"); reverse charge needs another one

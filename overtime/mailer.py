@@ -14,22 +14,21 @@ from __future__ import annotations
 
 import smtplib
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
+
+from overtime import formatting
 
 if TYPE_CHECKING:
     from overtime.settings import Settings
 
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "email"
-SUPPORTED_LOCALES = ("de", "en")
+SUPPORTED_LOCALES = formatting.LANGUAGES
 
 # Inline styles only: mail clients drop <style> blocks and external CSS.
 _BUTTON = (
@@ -72,78 +71,19 @@ class RenderedEmail:
 
 
 def normalise_locale(locale: str) -> str:
-    short = (locale or "").split("-")[0].split("_")[0].lower()
-    return short if short in SUPPORTED_LOCALES else "de"
+    """``"de"`` or ``"en"``: the email's language (see :func:`formatting.language`)."""
+    return formatting.language(locale)
 
 
-def format_money(cents: int, locale: str) -> str:
-    """``1234`` → ``12,34 €`` (de) or ``€12.34`` (en); integer cents in, text out."""
-    amount = Decimal(cents) / 100
-    if normalise_locale(locale) == "de":
-        whole, frac = f"{amount:,.2f}".split(".")
-        return f"{whole.replace(',', '.')},{frac} €"
-    return f"€{amount:,.2f}"
-
-
-def format_minutes(seconds: int, locale: str) -> str:
-    """Billed seconds as minutes with one decimal, the way an invoice line shows them."""
-    minutes = (Decimal(seconds) / 60).quantize(Decimal("0.1"))
-    text = f"{minutes:,}"
-    return (
-        text.replace(",", "X").replace(".", ",").replace("X", ".")
-        if normalise_locale(locale) == "de"
-        else text
-    )
-
-
-def format_whole_minutes(seconds: int) -> str:
-    """Seconds as whole minutes, rounded down: "19" is never shown before 19 are used."""
-    return str(seconds // 60)
-
-
-def usage_of_limit(
-    *,
-    extra_seconds: int,
-    extra_cost_cents: int,
-    limit_cents: int | None,
-    limit_minutes: int | None,
-    locale: str,
-) -> str:
-    """The extra usage against the limit in the unit the customer chose.
-
-    ``7,41 € von 7,80 €`` / ``€7.41 of €7.80`` for a EUR limit; ``19 von 20 Min.
-    (7,41 € von 7,80 €)`` / ``19 of 20 min (€7.41 of €7.80)`` for a minutes limit
-    (``limit_minutes`` set; ``limit_cents`` is then its EUR equivalent); "" without one.
-    """
-    de = normalise_locale(locale) == "de"
-    of = "von" if de else "of"
-    money = (
-        f"{format_money(extra_cost_cents, locale)} {of} {format_money(limit_cents, locale)}"
-        if limit_cents is not None
-        else ""
-    )
-    if limit_minutes is None:
-        return money
-    used = format_whole_minutes(extra_seconds)
-    minutes = f"{used} von {limit_minutes} Min." if de else f"{used} of {limit_minutes} min"
-    # The minutes first (the customer's unit), what they cost beside them.
-    return f"{minutes} ({money})" if money else minutes
-
-
-def format_limit(limit_cents: int | None, limit_minutes: int | None, locale: str) -> str:
-    """The limit alone in the customer's unit: ``20 Min.`` / ``20 min`` or ``7,80 €``."""
-    if limit_minutes is not None:
-        return (
-            f"{limit_minutes} Min."
-            if normalise_locale(locale) == "de"
-            else (f"{limit_minutes} min")
-        )
-    return format_money(limit_cents, locale) if limit_cents is not None else "–"
-
-
-def format_when(moment: datetime, timezone: str, locale: str) -> str:
-    fmt = "%d.%m.%Y %H:%M" if normalise_locale(locale) == "de" else "%Y-%m-%d %H:%M"
-    return moment.astimezone(ZoneInfo(timezone)).strftime(fmt)
+# The names the email contexts are built with (activities.notifications, the admin's
+# resend); the formats themselves are overtime.formatting's, shared with the web app,
+# the invoice lines and the CLI.
+format_money = formatting.money
+format_minutes = formatting.minutes
+format_limit = formatting.limit
+format_when = formatting.date_time
+format_period = formatting.period
+usage_of_limit = formatting.usage_of_limit
 
 
 def sender(settings: Settings) -> str:
@@ -169,12 +109,6 @@ def base_context(settings: Settings) -> dict[str, object]:
 def app_url(settings: Settings, page: str) -> str:
     """An account-less link into the web app (``/app/<page>``), redirected on sign-in."""
     return f"{settings.public_url.rstrip('/')}/app/{page}"
-
-
-def format_period(start: datetime, end: datetime, timezone: str, locale: str) -> str:
-    zone = ZoneInfo(timezone)
-    fmt = "%d.%m.%Y %H:%M" if normalise_locale(locale) == "de" else "%Y-%m-%d %H:%M"
-    return f"{start.astimezone(zone).strftime(fmt)} – {end.astimezone(zone).strftime(fmt)}"
 
 
 def render(kind: str, locale: str, context: dict[str, object]) -> RenderedEmail:

@@ -16,18 +16,17 @@ import json
 import math
 import os
 import random
-import re
 import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, NoReturn
 
 import httpx
 
+from overtime import formatting
 from overtime.settings import Settings
 
 # --- exit codes (also printed by --help) ------------------------------------------------
@@ -141,21 +140,20 @@ class Endpoint:
 
 # --- money and durations ----------------------------------------------------------------
 
-_EUR = re.compile(r"^\d{1,9}(?:[.,]\d{1,2})?$")
-
 
 def parse_eur(text: str) -> int:
-    """``"50"``, ``"50.5"``, ``"50,50"`` → cents, exactly (Decimal; floats never touch money).
+    """``"50"``, ``"50.5"``, ``"50,50"``, ``"1.234,50"``, ``"1,234.50"`` → cents, exactly.
 
-    A comma is taken as the decimal separator (German habit) since at most two decimals
-    are allowed, so ``1,000`` can never be read as a thousand by mistake: it is refused.
+    German and English are both read (``formatting.parse_amount`` without a locale), and
+    what could be either is refused: ``1,000`` is not guessed to be a thousand or one euro.
     """
-    cleaned = text.strip().removesuffix("EUR").removesuffix("€").strip()
-    if not _EUR.match(cleaned):
+    try:
+        cents = formatting.parse_amount(text)
+    except formatting.AmountError as problem:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an amount in EUR with at most two decimals (e.g. 50 or 49.90)"
-        )
-    cents = int(Decimal(cleaned.replace(",", ".")) * 100)
+            f"{text!r} is not an amount in EUR with at most two decimals (e.g. 50 or 49.90): "
+            f"{problem}"
+        ) from None
     if cents <= 0:
         raise argparse.ArgumentTypeError("the limit must be more than 0.00 EUR")
     return cents
@@ -182,12 +180,8 @@ def positive_number(text: str) -> float:
     return value
 
 
-def fmt_eur(cents: int | None) -> str:
-    if cents is None:
-        return "-"
-    sign = "-" if cents < 0 else ""
-    whole, rest = divmod(abs(cents), 100)
-    return f"{sign}{whole}.{rest:02d} EUR"
+# Amounts as operators read (and paste back) them: "1234.50 EUR", "-" for none.
+fmt_eur = formatting.money_code
 
 
 def fmt_duration(seconds: int | None) -> str:
@@ -736,11 +730,11 @@ def cmd_close_report(args: argparse.Namespace, endpoint: Endpoint) -> int:
             [
                 ("period", report["period"]),
                 ("accounts", str(report["accounts"])),
-                ("extra minutes", f"{report['extra_seconds'] / 60:.1f}"),
-                ("invoiced", euros(report["invoiced_cents"])),
-                ("paid", euros(report["paid_cents"])),
-                ("failed", euros(report["failed_cents"])),
-                ("pending", euros(report["pending_cents"])),
+                ("extra minutes", formatting.minutes(report["extra_seconds"], "en")),
+                ("invoiced", fmt_eur(report["invoiced_cents"])),
+                ("paid", fmt_eur(report["paid_cents"])),
+                ("failed", fmt_eur(report["failed_cents"])),
+                ("pending", fmt_eur(report["pending_cents"])),
                 ("stopped at limit", str(report["accounts_stopped_at_limit"])),
                 ("mismatches", str(report["mismatches"])),
             ]
@@ -750,10 +744,6 @@ def cmd_close_report(args: argparse.Namespace, endpoint: Endpoint) -> int:
         if line["mismatch"]:
             _print(f"mismatch: {line['account_id']}: {line['mismatch']}")
     return EXIT_OK
-
-
-def euros(cents: int) -> str:
-    return f"{Decimal(cents) / 100:.2f} EUR"
 
 
 def cmd_simulate(args: argparse.Namespace, endpoint: Endpoint) -> int:
