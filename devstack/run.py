@@ -533,42 +533,31 @@ class Stack:
 
     def seed(self) -> None:
         """Create the demo accounts that are missing; remember what each one looks like."""
-        from starter.cli import (
-            ApiFailure,
-            Endpoint,
-            checked,
-            enable_extra_minutes,
-            ensure_account,
-        )
+        from overtime.client import ApiError, AsyncOvertimeClient, Endpoint
 
         s = self.plan.settings
         endpoint = Endpoint(self.plan.api_url, s.admin_token, s.telephony_token)
 
         async def seed_one(
-            client: httpx.AsyncClient, account_id: str, plan: str, limit: dict[str, int] | None
+            api: AsyncOvertimeClient, account_id: str, plan: str, limit: dict[str, int] | None
         ) -> str:
-            created = await ensure_account(
-                client, endpoint, account_id, email=f"{account_id}@example.com", plan=plan
+            created = await api.ensure_account(
+                account_id, email=f"{account_id}@example.com", plan=plan
             )
             if created:
                 # A web-app login for the demo customer (same password for all demos).
-                response = await client.put(
-                    f"/v1/accounts/{account_id}/password",
-                    json={"password": DEMO_PASSWORD},
-                    headers=endpoint.admin,
-                )
-                if response.status_code != 204:
-                    self.say(f"warning: no web login for {account_id}: {response.text}")
+                try:
+                    await api.set_password(account_id, DEMO_PASSWORD)
+                except ApiError as err:
+                    self.say(f"warning: no web login for {account_id}: {err.message}")
             if created and limit is not None:
-                enabled = await enable_extra_minutes(client, endpoint, account_id, limit)
+                enabled = await api.enable_extra_minutes(account_id, limit)
                 if enabled is None:
                     self.say(
                         f"{account_id}: extra minutes left off (the API wants a payment "
                         "method but has no endpoint to attach one yet)"
                     )
-            state = checked(
-                await client.get(f"/v1/accounts/{account_id}/state", headers=endpoint.admin)
-            )
+            state = await api.state(account_id)
             # What the account really is now: an existing one is kept as a developer left it.
             extra = "extra minutes off"
             if state["enabled"]:
@@ -578,11 +567,11 @@ class Stack:
             return f"{account_id} ({state['plan']}, {extra})"
 
         async def run() -> None:
-            async with endpoint.async_client() as client:
+            async with AsyncOvertimeClient(endpoint) as api:
                 for account_id, plan, limit in DEMO_ACCOUNTS:
                     try:
-                        self.demo_lines.append(await seed_one(client, account_id, plan, limit))
-                    except ApiFailure as err:
+                        self.demo_lines.append(await seed_one(api, account_id, plan, limit))
+                    except ApiError as err:
                         # The stack is still useful without this account; say so and go on.
                         self.say(f"warning: could not seed {account_id}: {err.message}")
                         self.demo_lines.append(f"{account_id} (not seeded: {err.message})")
