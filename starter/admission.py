@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
-from fastapi import Request
 from temporalio.common import MetricMeter
 
 from overtime.observability import REQUESTS_SHED, count
@@ -118,11 +117,3 @@ class Admission:
             "request_id",
             self.retry_after,
         )
-
-
-@contextmanager
-def admitted(request: Request, account_id: str, kind: str) -> Iterator[None]:
-    """:meth:`Admission.admit` with the app's admission and meter (a route's ``with``)."""
-    state = request.app.state
-    with state.admission.admit(account_id, kind, getattr(state, "meter", None)):
-        yield

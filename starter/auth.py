@@ -78,18 +78,25 @@ def web_app_url(settings: Settings, page: str = "/app/extra-minutes") -> str:
     return settings.public_url.rstrip("/") + page
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header value, or None."""
     scheme, _, given = header.partition(" ")
     given = given.strip()
     if scheme.lower() != "bearer" or not given:
+        return None
+    return given
+
+
+def _bearer(request: Request) -> str:
+    given = bearer_token(request.headers.get("authorization", ""))
+    if given is None:
         raise ApiError(
             401, "unauthorized", "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
     return given
 
 
-def _is_static_token(settings: Settings, given: str, names: tuple[str, ...]) -> bool:
+def is_static_token(settings: Settings, given: str, names: tuple[str, ...]) -> bool:
     return any(
         hmac.compare_digest(given.encode(), str(getattr(settings, name)).encode()) for name in names
     )
@@ -124,7 +131,7 @@ def require_token(*token_names: str) -> Callable[[Request], Coroutine[Any, Any, 
     async def check(request: Request) -> None:
         given = _bearer(request)
         settings = _settings(request)
-        if _is_static_token(settings, given, token_names):
+        if is_static_token(settings, given, token_names):
             return
         if customer_tokens.looks_like(given, "access"):
             checked = await _check_customer(request, given)
@@ -146,7 +153,7 @@ async def current_customer(request: Request) -> Customer:
     the admin or telephony token (they name accounts in the path instead)."""
     given = _bearer(request)
     settings = _settings(request)
-    if _is_static_token(settings, given, ("admin_token", "telephony_token")):
+    if is_static_token(settings, given, ("admin_token", "telephony_token")):
         raise ApiError(
             403,
             "forbidden",

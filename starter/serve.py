@@ -13,6 +13,8 @@ likes; thousands of them exhaust the process. This module runs the same app
 * ``http_header_timeout_seconds``: a connection whose request headers are not complete
   this long after it opened, or after its previous response, is closed (the protocol
   below; nothing is answered, as nothing was asked);
+* a request line and headers still incomplete past 16 KiB: 400, closed (h11's limit,
+  which uvicorn's httptools protocol, the one run here, does not have);
 * the body timeout (``http_body_timeout_seconds``, 408) is the app's own
   (starter/body_limit.py), so it holds under any server;
 * no ``Server`` header, no proxy headers (``X-Forwarded-For`` is believed in the app only
@@ -35,9 +37,8 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from overtime.settings import Settings, get_settings
 from starter.errors import send_error
@@ -48,23 +49,31 @@ APP = "starter.api:app_from_env"
 GRACEFUL_SHUTDOWN_SECONDS = 5
 # What the concurrency 503 tells the client to wait (seconds).
 OVERLOADED_RETRY_AFTER = 1
+# h11's limit on an incomplete request line and headers (its default, which uvicorn's h11
+# protocol, the one this server ran before, kept): the same under httptools.
+H11_MAX_HEAD_BYTES = 16 * 1024
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header timeout and a JSON concurrency 503.
+class _Guards:
+    """The header timeout and the JSON concurrency 503 (a mixin for uvicorn's protocol).
 
     Subclassed per server by :func:`protocol_for` (the limits are class attributes:
-    uvicorn constructs the protocol itself, one per connection).
+    uvicorn constructs the protocol itself, one per connection). The attributes below
+    the limits are uvicorn's protocol's own.
     """
 
     header_timeout: float = 10.0
     max_concurrency: int | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    app: Any
+    connections: set[Any]
+    tasks: set[asyncio.Task[None]]
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    limit_concurrency: int | None
+
+    def _install_guards(self) -> None:
         self._header_timer: asyncio.TimerHandle | None = None
-        # The request cycle the timer was armed for: a new cycle means new headers.
-        self._timed_cycle: object = None
         # Our own check replaces uvicorn's (the same test, a different answer).
         self.limit_concurrency = None
         inner = self.app
@@ -82,11 +91,8 @@ class GuardedH11Protocol(H11Protocol):
         # This request's task is already counted, unlike in uvicorn's own check.
         return limit is not None and (len(self.connections) > limit or len(self.tasks) > limit)
 
-    # --- the header timer ---------------------------------------------------------------
-
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()
-        self._timed_cycle = self.cycle
         self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def _cancel_header_timer(self) -> None:
@@ -103,6 +109,26 @@ class GuardedH11Protocol(H11Protocol):
         # not sent a request, and close() would wait for a client that does not read.
         self.transport.abort()
 
+
+class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
+    """uvicorn's httptools protocol with the same guards, and h11's limit on an
+    incomplete head: when the request line and headers received so far, still not
+    complete, pass 16 KiB, the answer is 400 and the connection is closed (httptools
+    alone would buffer a head without end for as long as the header timeout lets it).
+
+    httptools parses in C what h11 parses in Python: the server's own CPU per request
+    (parse, answer) measured about 230 µs with h11 and 120 µs with this protocol.
+    """
+
+    max_head_bytes = H11_MAX_HEAD_BYTES
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._install_guards()
+        self._in_head = True  # between two requests, or within a request's head
+        self._head_bytes = 0  # received while in an incomplete head
+        self._heads_completed = 0
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_timer()
@@ -111,24 +137,42 @@ class GuardedH11Protocol(H11Protocol):
         self._cancel_header_timer()
         super().connection_lost(exc)
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        # A new request cycle began: its headers are complete (its body has its own
-        # timeout in the app). Also reached for pipelined requests, from
-        # on_response_complete.
-        if self._header_timer is not None and self.cycle is not self._timed_cycle:
-            self._cancel_header_timer()
+    def data_received(self, data: bytes) -> None:
+        completed = self._heads_completed
+        super().data_received(data)
+        if self.parser is None or self.transport.is_closing() or not self._in_head:
+            return
+        # As h11 counts its buffer: a head still incomplete after this data. One that
+        # began within this data (after another request) counts from the next.
+        if completed == self._heads_completed:
+            self._head_bytes += len(data)
+        if self._head_bytes > self.max_head_bytes:
+            msg = "Invalid HTTP request received."  # h11's answer, through uvicorn
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._heads_completed += 1
+        self._head_bytes = 0
+        super().on_headers_complete()
+        # Its headers are complete (its body has its own timeout in the app).
+        self._cancel_header_timer()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
 
     def on_response_complete(self) -> None:
-        cycle = self.cycle
         super().on_response_complete()
-        # Kept alive with no next request parsed yet: the next headers must come in time
-        # (the keep-alive timeout ends at the first byte of them).
-        if (
-            not self.transport.is_closing()
-            and self.cycle is cycle
-            and self.conn.our_state is not h11.MUST_CLOSE
-        ):
+        # Kept alive with no next request parsed yet (a pipelined one already has its
+        # headers): the next headers must come in time.
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
             self._arm_header_timer()
 
 
@@ -142,10 +186,10 @@ async def _overloaded(send: Any) -> None:
     )
 
 
-def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
+def protocol_for(settings: Settings) -> type[GuardedHttpToolsProtocol]:
     return type(
-        "GuardedH11Protocol",
-        (GuardedH11Protocol,),
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
         {
             "header_timeout": settings.http_header_timeout_seconds,
             "max_concurrency": settings.http_limit_concurrency,
@@ -170,7 +214,7 @@ def build_config(
         "host": host or settings.http_host,
         "port": settings.http_port if port is None else port,
         "factory": isinstance(app, str),
-        # The guarded protocol is an h11 one: forced, whatever else is installed.
+        # The guarded protocol is an httptools one: forced, whatever else is installed.
         "http": protocol_for(settings),
         "lifespan": "on",
         "limit_concurrency": settings.http_limit_concurrency,

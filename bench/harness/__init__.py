@@ -231,8 +231,8 @@ class LedgerWatch:
         self.seen: dict[str, float] = {}
         self._stop = asyncio.Event()
 
-    def _poll(self) -> list[str]:
-        pending = [c for c in self.sent if c not in self.seen]
+    def _poll(self, sent: list[str]) -> list[str]:
+        pending = [c for c in sent if c not in self.seen]
         if not pending:
             return []
         found: list[str] = []
@@ -253,7 +253,8 @@ class LedgerWatch:
             # moment SQLite takes its snapshot): the read's start, not its end, which on a
             # busy machine can be tens of milliseconds later.
             began = time.time()
-            found = await asyncio.to_thread(self._poll)
+            # A copy taken on the event loop: the loop adds to ``sent`` while the thread reads.
+            found = await asyncio.to_thread(self._poll, list(self.sent))
             for call_id in found:
                 self.seen.setdefault(call_id, began)
             try:
