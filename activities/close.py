@@ -13,13 +13,9 @@ period ends at 04:00 on 1 December in Berlin and is still a November period.
 
 from __future__ import annotations
 
-import csv
-import io
-import smtplib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
@@ -28,7 +24,8 @@ from temporalio import activity
 
 from activities.ledger import ledger_totals
 from billing.rules import month_label, month_window, period_containing
-from overtime import formatting
+from overtime import mailer, notices
+from overtime.close_report import csv_filename, report_csv
 from overtime.db import as_utc, session_scope
 from overtime.models import (
     Account,
@@ -49,16 +46,6 @@ LAST_INSTANT = timedelta(microseconds=1)
 FAILED = {"payment_failed"}
 # "processing": a SEPA debit being collected (days at Stripe) is pending, not failed.
 PENDING = {"open", "processing", "draft"}
-CSV_FIELDS = (
-    "account_id",
-    "period_start",
-    "extra_seconds",
-    "amount_cents",
-    "invoice_status",
-    "stripe_invoice_id",
-    "stopped_at_limit",
-    "mismatch",
-)
 
 
 @dataclass
@@ -220,33 +207,25 @@ class CloseActivities:
             if report is None or sent is not None:
                 return False
             csv_text = report_csv(session, request.period)
-        message = EmailMessage()
-        message["From"] = self.settings.mail_from
-        message["To"] = self.settings.finance_email
-        message["Subject"] = (
-            f"Month-end close {request.period}: {_euros(report.invoiced_cents)} invoiced, "
-            f"{report.mismatches} mismatches"
+        email = notices.close_report_email(report)
+        mailer.send(
+            host=self.settings.smtp_host,
+            port=self.settings.smtp_port,
+            sender=self.settings.mail_from,
+            to=self.settings.finance_email,
+            email=email,
+            message_id=notices.close_report_message_id(request.period),
+            attachments=[
+                mailer.Attachment(
+                    filename=csv_filename(request.period),
+                    content=csv_text.encode(),
+                    maintype="text",
+                    subtype="csv",
+                )
+            ],
+            # Well inside the activity's two minutes; a CSV of many lines takes a while.
+            timeout=15,
         )
-        message["Message-ID"] = f"<close-report.{request.period}@overtime>"
-        message.set_content(
-            f"Month-end close for {request.period}\n\n"
-            f"Accounts: {report.accounts}\n"
-            f"Extra minutes: {formatting.minutes(report.extra_seconds, 'en')}\n"
-            f"Invoiced: {_euros(report.invoiced_cents)}\n"
-            f"Paid: {_euros(report.paid_cents)}\n"
-            f"Failed: {_euros(report.failed_cents)}\n"
-            f"Pending: {_euros(report.pending_cents)}\n"
-            f"Accounts stopped at their limit: {report.accounts_stopped_at_limit}\n"
-            f"Mismatches: {report.mismatches}\n\nThe CSV has one line per account period.\n"
-        )
-        message.add_attachment(
-            csv_text.encode(),
-            maintype="text",
-            subtype="csv",
-            filename=f"overtime-close-{request.period}.csv",
-        )
-        with smtplib.SMTP(self.settings.smtp_host, self.settings.smtp_port, timeout=15) as smtp:
-            smtp.send_message(message)
         with session_scope(self._db) as session:
             session.add(
                 Notification(
@@ -254,7 +233,7 @@ class CloseActivities:
                     kind="close_report",
                     notice_key=key,
                     to=self.settings.finance_email,
-                    subject=str(message["Subject"]),
+                    subject=email.subject,
                     period_start=month_start,
                     sent_at=datetime.now(UTC),
                 )
@@ -287,31 +266,6 @@ def _periods_of_month(session, request: CloseRequest) -> list[ClosedPeriod]:  # 
     ]
 
 
-def report_csv(session, period: str) -> str:  # type: ignore[no-untyped-def]
-    rows = session.exec(
-        select(CloseReportLine)
-        .where(CloseReportLine.period == period)
-        .order_by(CloseReportLine.account_id, CloseReportLine.id)  # type: ignore[arg-type]
-    ).all()
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_FIELDS)
-    for row in rows:
-        writer.writerow(
-            [
-                row.account_id,
-                row.period_start.isoformat() if row.period_start else "",
-                row.extra_seconds,
-                row.amount_cents,
-                row.invoice_status or "",
-                row.stripe_invoice_id or "",
-                "yes" if row.stopped_at_limit else "no",
-                row.mismatch or "",
-            ]
-        )
-    return out.getvalue()
-
-
 def _summarise(period: str, lines: list[CloseReportLine]) -> CloseSummary:
     def cents(statuses: set[str]) -> int:
         return sum(line.amount_cents for line in lines if line.invoice_status in statuses)
@@ -327,8 +281,3 @@ def _summarise(period: str, lines: list[CloseReportLine]) -> CloseSummary:
         accounts_stopped_at_limit=len({ln.account_id for ln in lines if ln.stopped_at_limit}),
         mismatches=[f"{line.account_id}: {line.mismatch}" for line in lines if line.mismatch],
     )
-
-
-def _euros(cents: int) -> str:
-    """The finance email's amounts, in German: ``-150`` → ``-1,50 €``."""
-    return formatting.money(cents, "de")

@@ -27,7 +27,6 @@ retries it with backoff. A failed row dedupes like a sent one: nothing is tried 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import smtplib
 from dataclasses import dataclass
@@ -38,9 +37,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from temporalio import activity
 
-from billing.account_state import INVOICE, PAYMENT_FAILED, PLAN_CHANGED, WARNING_PERCENT, Notice
+from billing.account_state import INVOICE, PAYMENT_FAILED, WARNING_PERCENT
 from billing.rules import PlanTerms, period_key
-from overtime import mailer, webhooks
+from overtime import formatting, mailer, notices, webhooks
 from overtime.catalog import load_catalog
 from overtime.db import as_utc, serialised, session_scope
 from overtime.invoice_mail import invoice_email_context
@@ -170,24 +169,14 @@ class NotificationActivities:
         """One message per recipient: nobody sees the other addresses, and a refusal of
         one address leaves the others' messages alone."""
         notice, account_id = delivery.notice, delivery.profile.account_id
-        key_digest = hashlib.sha256(notice.key.encode()).hexdigest()[:16]
-        # No account id in what the customer sees; the same Message-ID for every copy
-        # of one notice (a retry's duplicate is then recognisable as the same message).
-        account_digest = hashlib.sha256(account_id.encode()).hexdigest()[:12]
         mailer.send(
             host=self.settings.smtp_host,
             port=self.settings.smtp_port,
             sender=mailer.sender(self.settings),
             to=address,
             email=email,
-            message_id=(
-                f"<{notice.kind}.{period_key(period_start)}.{key_digest}.{account_digest}@overtime>"
-            ),
-            headers={
-                "X-Overtime-Notice": notice.kind,
-                # For the operator's bounce handling; mail clients do not show it.
-                "X-Overtime-Account": account_id,
-            },
+            message_id=notices.notice_message_id(notice.kind, period_start, notice.key, account_id),
+            headers=notices.notice_headers(notice.kind, account_id),
         )
 
     def _render(
@@ -198,59 +187,45 @@ class NotificationActivities:
         reader: _Reader,
     ) -> mailer.RenderedEmail:
         profile, notice = delivery.profile, delivery.notice
-        locale = mailer.normalise_locale(reader.locale)
+        locale = formatting.language(reader.locale)
         plan = self._plan(delivery)
         old_plan = self._catalog().get(notice.old_plan) if notice.old_plan else None
-        limit_minutes = notice.limit_minutes
-        url = lambda page: mailer.app_url(self.settings, page)  # noqa: E731
-        settings_url = url("extra-minutes")
-        if notice.kind in (PLAN_CHANGED,):
-            settings_url = url("plan")
-        return mailer.render(
-            notice.kind,
-            locale,
-            {
-                **mailer.base_context(self.settings),
-                "extra_minutes": mailer.format_minutes(notice.extra_seconds, locale),
-                "cost": mailer.format_money(notice.extra_cost_cents, locale),
-                "limit": mailer.format_limit(notice.limit_cents, limit_minutes, locale),
-                "usage": mailer.usage_of_limit(
-                    extra_seconds=notice.extra_seconds,
-                    extra_cost_cents=notice.extra_cost_cents,
-                    limit_cents=notice.limit_cents,
-                    limit_minutes=limit_minutes,
-                    locale=locale,
-                ),
-                "limit_equivalent": _limit_equivalent(notice, plan, locale),
-                "percent": notice.percent or WARNING_PERCENT,
-                "thresholds": ", ".join(str(p) for p in reader.alert_percents),
-                "price": mailer.format_money(plan.extra_minute_price_cents, locale),
-                "fee": mailer.format_money(plan.monthly_fee_cents, locale),
-                "included": plan.included_minutes,
-                "extra_available": plan.is_paid,
-                "plan_name": _plan_name(plan.plan),
-                "old_plan_name": _plan_name(old_plan.plan if old_plan else notice.old_plan),
-                "method": notice.detail or reader.method_label or _generic_method(locale),
-                "changed_at": mailer.format_when(notice.created_at, profile.timezone, locale),
-                "period": mailer.format_period(period_start, period_end, profile.timezone, locale),
-                "settings_url": settings_url,
-                "payment_url": url("payment"),
-                "invoices_url": url("invoices"),
-                "plan_url": url("plan"),
-                "alerts_url": url("alerts"),
-                "link": notice.link,
-                "final": notice.final,
-                "cause": notice.cause,
-                # Invoice emails: the row's net, VAT, total and the next payment attempt.
-                **(
-                    invoice_email_context(
-                        self.settings, profile.account_id, period_start, locale, profile.timezone
-                    )
-                    if notice.kind in (INVOICE, PAYMENT_FAILED)
-                    else {}
-                ),
-            },
+        figures = notices.Figures(
+            kind=notice.kind,
+            locale=locale,
+            timezone=profile.timezone,
+            period_start=period_start,
+            period_end=period_end,
+            extra_seconds=notice.extra_seconds,
+            extra_cost_cents=notice.extra_cost_cents,
+            limit_cents=notice.limit_cents,
+            limit_minutes=notice.limit_minutes,
+            price_cents=plan.extra_minute_price_cents,
+            link=notice.link,
+            final=notice.final,
+            cause=notice.cause,
         )
+        record = notices.NoticeRecord(
+            percent=notice.percent or WARNING_PERCENT,
+            extra_allowed_seconds=notice.extra_allowed_seconds,
+            alert_percents=reader.alert_percents,
+            monthly_fee_cents=plan.monthly_fee_cents,
+            included_minutes=plan.included_minutes,
+            extra_available=plan.is_paid,
+            plan=plan.plan,
+            old_plan=old_plan.plan if old_plan else notice.old_plan,
+            method=notice.detail or reader.method_label,
+            changed_at=notice.created_at,
+            # Invoice emails: the row's net, VAT, total and the next payment attempt.
+            invoice=(
+                invoice_email_context(
+                    self.settings, profile.account_id, period_start, locale, profile.timezone
+                )
+                if notice.kind in (INVOICE, PAYMENT_FAILED)
+                else {}
+            ),
+        )
+        return notices.notice_email(self.settings, figures, record)
 
     def _plan(self, delivery: NoticeDelivery) -> PlanTerms:
         """The plan the notice speaks of: the delivery's, or the catalog's when the notice
@@ -349,6 +324,8 @@ class NotificationActivities:
         except Exception as err:  # connection refused, timeouts, ...
             failure = err
         count_in_activity(WEBHOOK_FAILURES, direction="telephony")
+        reason: str | None
+        error: str | None
         if status == GONE:
             reason, error = "gone", _clip(str(failure))
         else:
@@ -487,26 +464,3 @@ def _method_label(account: Account) -> str | None:
         return None
     brand = account.payment_method_brand or account.payment_method_bank or ""
     return f"{brand.title() if brand.islower() else brand} •••• {account.payment_method_last4}"
-
-
-def _generic_method(locale: str) -> str:
-    return "eine neue Zahlungsmethode" if locale == "de" else "a new payment method"
-
-
-def _plan_name(plan: str | None) -> str:
-    return (plan or "–").replace("_", " ").title()
-
-
-def _limit_equivalent(notice: Notice, plan: PlanTerms, locale: str) -> str:
-    """What the limit amounts to in the other unit: its EUR value for a minutes limit,
-    the minutes it buys for a EUR limit."""
-    if notice.limit_minutes is not None and notice.limit_cents is not None:
-        money = mailer.format_money(notice.limit_cents, locale)
-        return f"entspricht {money}" if locale == "de" else f"{money}"
-    seconds = notice.extra_allowed_seconds
-    if seconds is None and notice.limit_cents is not None and plan.extra_minute_price_cents:
-        seconds = notice.limit_cents * 60 // plan.extra_minute_price_cents
-    if not seconds:
-        return ""
-    minutes = mailer.format_minutes(seconds, locale)
-    return f"entspricht {minutes} Minuten" if locale == "de" else f"{minutes} minutes"

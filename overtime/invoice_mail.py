@@ -23,25 +23,21 @@ from sqlmodel import select
 
 from overtime.catalog import TaxTerms, load_tax
 from overtime.db import session_scope
-from overtime.invoice_text import language, money
+from overtime.formatting import full_date, language, money
 from overtime.models import Invoice
 
 if TYPE_CHECKING:
     from overtime.settings import Settings
 
-_MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
 
 def attempt_date(moment: datetime, timezone: str, locale: str) -> str:
-    """``04.12.2026`` / ``4 Dec 2026`` in the account's time zone."""
-    local = moment.astimezone(ZoneInfo(timezone))
-    if language(locale) == "de":
-        return f"{local:%d.%m.%Y}"
-    return f"{local.day} {_MONTHS_EN[local.month - 1]} {local.year}"
+    """``04.12.2026`` / ``4 Dec 2026``: the day in the account's time zone."""
+    return full_date(moment.astimezone(ZoneInfo(timezone)).date(), locale)
 
 
 def attempt_time(moment: datetime, timezone: str, locale: str) -> str:
-    """``04.12.2026, 14:30 Uhr`` / ``4 Dec 2026, 14:30``."""
+    """``04.12.2026, 14:30 Uhr`` / ``4 Dec 2026, 14:30``: the day, then the clock time
+    (spelt out like this in the sentence, not the tables' ``04.12.2026 14:30``)."""
     local = moment.astimezone(ZoneInfo(timezone))
     day = attempt_date(moment, timezone, locale)
     return f"{day}, {local:%H:%M} Uhr" if language(locale) == "de" else f"{day}, {local:%H:%M}"

@@ -29,8 +29,6 @@ from overtime.formatting import day_range, language, minutes_seconds, money
 # Stripe's preferred_locales for our two languages: German as written in Germany,
 # English with day-month dates and the euro sign in front, as in Britain.
 STRIPE_LOCALES = {"de": "de-DE", "en": "en-GB"}
-# language and money are overtime.formatting's; activities.invoicing and
-# overtime.invoice_mail still import them from here.
 
 
 def stripe_locale(locale: str | None) -> str:

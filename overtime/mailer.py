@@ -1,4 +1,8 @@
-"""Customer emails: Jinja2 templates (German and English, plain text and HTML) and SMTP.
+"""Emails: Jinja2 templates (German and English, plain text and HTML) and SMTP.
+
+Every email the product sends goes out through :func:`send`: the customers' notices and
+sign-in codes, and the finance team's close report. What a notice says is built in
+:mod:`overtime.notices`; this module renders templates and talks to the relay.
 
 A template ``templates/email/<kind>.<locale>.j2`` defines three blocks: ``subject``,
 ``text`` and ``html``; the HTML block is wrapped in ``_layout.html.j2``, which adds the
@@ -13,6 +17,7 @@ address, and every link goes to an account-less entry point (``/app/extra-minute
 from __future__ import annotations
 
 import smtplib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
@@ -65,25 +70,27 @@ _text_env = Environment(
 
 @dataclass(frozen=True)
 class RenderedEmail:
+    """A customer email: plain text and HTML (see :func:`render`)."""
+
     subject: str
     text: str
     html: str
 
 
-def normalise_locale(locale: str) -> str:
-    """``"de"`` or ``"en"``: the email's language (see :func:`formatting.language`)."""
-    return formatting.language(locale)
+@dataclass(frozen=True)
+class TextEmail:
+    """An operators' email: plain text only (the finance team's close report)."""
+
+    subject: str
+    text: str
 
 
-# The names the email contexts are built with (activities.notifications, the admin's
-# resend); the formats themselves are overtime.formatting's, shared with the web app,
-# the invoice lines and the CLI.
-format_money = formatting.money
-format_minutes = formatting.minutes
-format_limit = formatting.limit
-format_when = formatting.date_time
-format_period = formatting.period
-usage_of_limit = formatting.usage_of_limit
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    maintype: str
+    subtype: str
 
 
 def sender(settings: Settings) -> str:
@@ -112,7 +119,7 @@ def app_url(settings: Settings, page: str) -> str:
 
 
 def render(kind: str, locale: str, context: dict[str, object]) -> RenderedEmail:
-    locale = normalise_locale(locale)
+    locale = formatting.language(locale)
     name = f"{kind}.{locale}.j2"
     plain, escaped = _text_env.get_template(name), _html_env.get_template(name)
     # Callers that predate the legal footer (or do not carry the settings) get it from
@@ -148,11 +155,18 @@ def send(
     port: int,
     sender: str,
     to: str,
-    email: RenderedEmail,
+    email: RenderedEmail | TextEmail,
     message_id: str,
     headers: dict[str, str] | None = None,
+    attachments: Sequence[Attachment] = (),
+    timeout: float = 8,
 ) -> None:
-    """Send one multipart (text + HTML) message; raises on any SMTP failure.
+    """Send one message: text and HTML for a customer email, text alone for a
+    :class:`TextEmail`, with any attachments after them; raises on any SMTP failure.
+
+    ``timeout`` stays below the sending activity's own (10 s for notices): a stalled
+    relay fails the attempt, which is then retried, instead of holding a worker thread
+    past the point Temporal gave up on it.
 
     A non-ASCII address (``jürgen@example.de``) goes out with SMTPUTF8 when the relay
     offers it (``send_message`` asks for it); a relay without it raises
@@ -168,8 +182,14 @@ def send(
     for name, value in (headers or {}).items():
         message[name] = value
     message.set_content(email.text)
-    message.add_alternative(email.html, subtype="html")
-    # Below the activity timeout (10 s): a stalled relay fails the attempt, which is then
-    # retried, instead of holding a worker thread past the point Temporal gave up on it.
-    with smtplib.SMTP(host, port, timeout=8) as smtp:
+    if isinstance(email, RenderedEmail):
+        message.add_alternative(email.html, subtype="html")
+    for attachment in attachments:
+        message.add_attachment(
+            attachment.content,
+            maintype=attachment.maintype,
+            subtype=attachment.subtype,
+            filename=attachment.filename,
+        )
+    with smtplib.SMTP(host, port, timeout=timeout) as smtp:
         smtp.send_message(message)

@@ -6,12 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
-from sqlmodel import select
+from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from activities.close import report_csv
 from billing.rules import month_window
+from overtime.close_report import csv_filename, report_csv
 from overtime.db import session_scope
 from overtime.models import CloseReport, CloseReportLine
 from starter.auth import admin_only
@@ -69,7 +69,7 @@ async def get_close(
                 session.exec(
                     select(CloseReportLine)
                     .where(CloseReportLine.period == period)
-                    .order_by(CloseReportLine.account_id, CloseReportLine.id)  # type: ignore[arg-type]
+                    .order_by(col(CloseReportLine.account_id), col(CloseReportLine.id))
                 )
             )
             return report, lines, report_csv(session, period) if format == "csv" else ""
@@ -81,7 +81,7 @@ async def get_close(
         return PlainTextResponse(
             csv_text,
             media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="overtime-close-{period}.csv"'},
+            headers={"Content-Disposition": f'attachment; filename="{csv_filename(period)}"'},
         )
     return {
         **report.model_dump(mode="json"),

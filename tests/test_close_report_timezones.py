@@ -16,8 +16,9 @@ import pytest
 from sqlmodel import select
 from temporalio.testing import ActivityEnvironment
 
-from activities.close import CloseActivities, _euros
+from activities.close import CloseActivities
 from billing.rules import month_window
+from overtime import formatting
 from overtime.db import session_scope
 from overtime.models import Account, ClosedPeriod, CloseReportLine, Invoice, UsageEntry
 from overtime.settings import Settings
@@ -197,4 +198,4 @@ def test_a_period_that_costs_nothing_needs_no_invoice(
     [(0, "0,00 €"), (5, "0,05 €"), (12345, "123,45 €"), (-5, "-0,05 €"), (-150, "-1,50 €")],
 )
 def test_euros(cents: int, text: str) -> None:
-    assert _euros(cents) == text
+    assert formatting.money(cents, "de") == text

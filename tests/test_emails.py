@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from overtime import mailer
+from overtime import formatting, mailer
 from overtime.settings import Settings
 
 # Templates and SMTP: no database; the PostgreSQL pass would repeat it unchanged.
@@ -36,10 +36,10 @@ def context(locale: str, **overrides: object) -> dict[str, object]:
     values: dict[str, object] = {
         **mailer.base_context(SETTINGS),
         "account_id": ACCOUNT_ID,
-        "extra_minutes": mailer.format_minutes(1140, locale),
-        "cost": mailer.format_money(741, locale),
-        "limit": mailer.format_limit(780, None, locale),
-        "usage": mailer.usage_of_limit(
+        "extra_minutes": formatting.minutes(1140, locale),
+        "cost": formatting.money(741, locale),
+        "limit": formatting.limit(780, None, locale),
+        "usage": formatting.usage_of_limit(
             extra_seconds=1140,
             extra_cost_cents=741,
             limit_cents=780,
@@ -49,8 +49,8 @@ def context(locale: str, **overrides: object) -> dict[str, object]:
         "limit_equivalent": "",
         "percent": 75,
         "thresholds": "50, 75, 90",
-        "price": mailer.format_money(39, locale),
-        "fee": mailer.format_money(2900, locale),
+        "price": formatting.money(39, locale),
+        "fee": formatting.money(2900, locale),
         "included": 100,
         "extra_available": True,
         "plan_name": "Business",
@@ -128,7 +128,7 @@ def test_the_sender_is_the_products_name() -> None:
 def test_the_warning_speaks_the_customers_unit(
     locale: str, minutes: int | None, expected: str
 ) -> None:
-    usage = mailer.usage_of_limit(
+    usage = formatting.usage_of_limit(
         extra_seconds=19 * 60 + 30,
         extra_cost_cents=741,
         limit_cents=780,
@@ -138,7 +138,7 @@ def test_the_warning_speaks_the_customers_unit(
     assert usage == expected
     email = mailer.render("limit_warning", locale, context(locale, usage=usage, percent=75))
     assert expected in email.text and "75 %" in email.subject
-    assert mailer.format_limit(780, minutes, locale) in (
+    assert formatting.limit(780, minutes, locale) in (
         ["7,80 €", "€7.80"] if minutes is None else ["20 Min.", "20 min"]
     )
 

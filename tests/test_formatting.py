@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from activities.close import _euros
 from overtime import formatting
 from overtime.formatting import AmountError, parse_amount, parse_minutes
 
@@ -53,8 +52,8 @@ def test_money_in_both_languages(cents_: int, de: str, en: str) -> None:
 def test_negative_amounts_keep_their_sign_in_front() -> None:
     # The finance report once floored negatives ("-1" euro and "50" cents for -0,50 €);
     # English once wrote the sign after the euro sign ("€-1.50").
-    assert _euros(-50) == "-0,50 €"
-    assert _euros(-150) == "-1,50 €"
+    assert formatting.money(-50, "de") == "-0,50 €"
+    assert formatting.money(-150, "de") == "-1,50 €"
     assert formatting.money(-1, "en") == "-€0.01"
     assert formatting.money_code(-5) == "-0.05 EUR"
     for lang in LANGS:
@@ -62,8 +61,8 @@ def test_negative_amounts_keep_their_sign_in_front() -> None:
 
 
 def test_the_finance_report_groups_thousands_like_every_other_german_amount() -> None:
-    assert _euros(0) == "0,00 €"
-    assert _euros(123456789) == "1.234.567,89 €"
+    assert formatting.money(0, "de") == "0,00 €"
+    assert formatting.money(123456789, "de") == "1.234.567,89 €"
 
 
 def test_locales_other_than_german_and_english_are_german() -> None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, cast
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from temporalio.service import RPCError
 
 from billing.account_state import DISABLED_BY_CUSTOMER, DISABLED_NO_PAYMENT_METHOD
@@ -25,7 +27,7 @@ from billing.rules import (
     limit_as_cents,
     period_key,
 )
-from overtime import mailer
+from overtime import formatting, mailer, notices
 from overtime.db import session_scope
 from overtime.models import Account, ClosedPeriod, Invoice, Notification, UsageEntry
 from starter import customer_tokens
@@ -116,8 +118,8 @@ def _matches(row: Row, status: str) -> bool:
     }[status]
 
 
-def _sort_key(sort: str):  # type: ignore[no-untyped-def]
-    def key(row: Row) -> tuple:  # type: ignore[type-arg]
+def _sort_key(sort: str) -> Callable[[Row], tuple[float | str, ...]]:
+    def key(row: Row) -> tuple[float | str, ...]:
         usage = row.usage
         if sort == "plan":
             return (row.account.plan, row.account.account_id)
@@ -188,7 +190,7 @@ def _latest_invoice_status(db: str, account_ids: list[str]) -> dict[str, str]:
         found: dict[str, tuple[datetime, str]] = {}
         for account_id, period_start, status in session.exec(
             select(Invoice.account_id, Invoice.period_start, Invoice.status).where(
-                Invoice.account_id.in_(account_ids)  # type: ignore[attr-defined]
+                col(Invoice.account_id).in_(account_ids)
             )
         ):
             if account_id not in found or found[account_id][0] < period_start:
@@ -254,6 +256,8 @@ async def account(account_id: str, ctx: Admin, error: str | None = None) -> Resp
         run_in_threadpool(sessions.count_account_sessions, db, account_id),
         run_in_threadpool(data.admin_actions, db, account_id),
     )
+    # gather() is typed for up to six awaitables; past that every result is an ``object``.
+    notices = cast("list[Notification]", notices)
     unit, value = "eur", ""
     if usage is not None and usage.snapshot.limit_minutes is not None:
         unit, value = "minutes", str(usage.snapshot.limit_minutes)
@@ -313,9 +317,9 @@ class Pending:
     error: str | None = None
 
 
-def _reason(form: object) -> tuple[str, str | None]:
+def _reason(form: FormData) -> tuple[str, str | None]:
     """(reason, problem): the reason as given, and why it is not acceptable (or None)."""
-    value = form.get("reason", "")  # type: ignore[attr-defined]
+    value = form.get("reason", "")
     reason = value.strip() if isinstance(value, str) else ""
     if not reason:
         return reason, "A reason is required; it goes into the account's audit trail."
@@ -324,10 +328,10 @@ def _reason(form: object) -> tuple[str, str | None]:
     return reason, None
 
 
-def _confirmed(form: object, pending: Pending) -> tuple[str | None, Pending]:
+def _confirmed(form: FormData, pending: Pending) -> tuple[str | None, Pending]:
     """The reason when the action is confirmed with a valid one; else the pending page."""
     reason, problem = _reason(form)
-    if form.get("confirm") != "1":  # type: ignore[attr-defined]
+    if form.get("confirm") != "1":
         return None, pending
     if problem is not None:
         pending.reason, pending.error = reason, problem
@@ -371,7 +375,7 @@ def _setting_text(settings: ExtraMinutesSettings, t: Translator) -> str:
     if not settings.enabled:
         return "Off"
     if settings.limit_minutes is not None:
-        return f"On · limit {settings.limit_minutes} min"
+        return f"On · limit {formatting.minutes_unit(settings.limit_minutes, 'en')}"
     return f"On · limit {t.money(settings.limit_cents)}"
 
 
@@ -380,8 +384,8 @@ def _limit_consequences(usage: data.Usage | None, wanted: ExtraMinutesSettings) 
         return ["The account's workflow did not answer: its current use is unknown."]
     snapshot = usage.snapshot
     used = (
-        f"{usage.snapshot.extra_seconds // 60} min {usage.snapshot.extra_seconds % 60} s "
-        f"of extra minutes ({mailer.format_money(snapshot.extra_cost_cents, 'en')})"
+        f"{formatting.minutes_seconds(snapshot.extra_seconds, 'en')} "
+        f"of extra minutes ({formatting.money(snapshot.extra_cost_cents, 'en')})"
     )
     lines = [f"Used this period: {used}."]
     left = snapshot.included_seconds - usage.included_used_seconds
@@ -389,7 +393,8 @@ def _limit_consequences(usage: data.Usage | None, wanted: ExtraMinutesSettings) 
         lines.append(
             "Calls stop at once: the included minutes are used up."
             if left <= 0
-            else f"Calls stop once the included minutes are used up ({left // 60} min left)."
+            else "Calls stop once the included minutes are used up "
+            f"({formatting.minutes_unit(left // 60, 'en')} left)."
         )
     elif wanted.enabled and snapshot.extra_seconds > 0:
         # A malformed limit (-1 from the form) is left to the workflow's validator.
@@ -610,36 +615,34 @@ def _resend(
         ExtraMinutesSettings(account.extra_enabled, account.limit_cents, account.limit_minutes),
         plan,
     )
-    locale = account.locale
-    email = mailer.render(
-        original.kind,
-        locale,
-        {
-            "product_name": settings.product_name,
-            "account_id": account_id,
-            "extra_minutes": mailer.format_minutes(extra_seconds, locale),
-            "cost": mailer.format_money(
-                invoice.amount_cents
-                if invoice
-                else cost_cents(extra_seconds, plan.extra_minute_price_cents),
-                locale,
-            ),
-            "limit": mailer.format_money(limit, locale) if limit is not None else "–",
-            "price": mailer.format_money(plan.extra_minute_price_cents, locale),
-            "period": mailer.format_period(
-                original.period_start, period_end, account.timezone, locale
-            ),
-            "settings_url": f"{settings.public_url}/app/extra-minutes",
-            "payment_url": f"{settings.public_url}/app/payment",
-            "link": invoice.hosted_invoice_url if invoice else None,
-            "final": False,
-            # extra_minutes_disabled: the row does not keep why. Told from the account as
-            # it is now (no payment method: its removal; else the customer's switch-off).
-            "cause": DISABLED_NO_PAYMENT_METHOD
-            if account.payment_method_id is None
-            else DISABLED_BY_CUSTOMER,
-        },
+    figures = notices.Figures(
+        kind=original.kind,
+        locale=account.locale,
+        timezone=account.timezone,
+        period_start=original.period_start,
+        period_end=period_end,
+        extra_seconds=extra_seconds,
+        extra_cost_cents=(
+            invoice.amount_cents
+            if invoice
+            else cost_cents(extra_seconds, plan.extra_minute_price_cents)
+        ),
+        # A resend states the limit in EUR (a minutes limit by its EUR value), as it
+        # always has.
+        limit_cents=limit,
+        limit_minutes=None,
+        price_cents=plan.extra_minute_price_cents,
+        link=invoice.hosted_invoice_url if invoice else None,
+        final=False,
+        # extra_minutes_disabled: the row does not keep why. Told from the account as
+        # it is now (no payment method: its removal; else the customer's switch-off).
+        cause=DISABLED_NO_PAYMENT_METHOD
+        if account.payment_method_id is None
+        else DISABLED_BY_CUSTOMER,
     )
+    # No NoticeRecord: the row keeps no threshold, plan or method, and the templates'
+    # defaults stand in for them.
+    email = notices.notice_email(settings, figures)
     resend_id = uuid.uuid4().hex[:12]
     mailer.send(
         host=settings.smtp_host,
@@ -647,15 +650,10 @@ def _resend(
         sender=settings.mail_from,
         to=account.email,
         email=email,
-        message_id=(
-            f"<{original.kind}.{period_key(original.period_start)}.resend-{resend_id}"
-            f".{account_id}@overtime>"
+        message_id=notices.resend_message_id(
+            original.kind, original.period_start, resend_id, account_id
         ),
-        headers={
-            "X-Overtime-Notice": original.kind,
-            "X-Overtime-Account": account_id,
-            "X-Overtime-Resent": "true",
-        },
+        headers=notices.notice_headers(original.kind, account_id, resent=True),
     )
     row = Notification(
         account_id=account_id,
