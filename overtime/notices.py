@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 FINANCE_LANGUAGE = "de"
 
 
+# A notice about the period's figures can be sent again with the figures as they are now.
+# A confirmation of one change (a plan change, a new payment method) means something only
+# with what changed, which the notification row does not keep: it is not resent.
+NOT_RESENDABLE = frozenset({"plan_changed", "payment_method_changed"})
+
+
+def resendable(kind: str) -> bool:
+    return kind not in NOT_RESENDABLE
+
+
 @dataclass(frozen=True)
 class Figures:
     """What a notice email states about the period, whoever sends it."""

@@ -4,11 +4,13 @@ footer, the limit in the customer's unit, and never an internal account id."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from jinja2 import UndefinedError
 
-from overtime import formatting, mailer
+from overtime import formatting, mailer, notices
 from overtime.settings import Settings
 
 # Templates and SMTP: no database; the PostgreSQL pass would repeat it unchanged.
@@ -191,3 +193,39 @@ def test_the_templates_never_print_the_account_id() -> None:
     """Belt and braces to the rendering test: no template names the variable at all."""
     for path in Path(mailer.TEMPLATE_DIR).glob("*.j2"):
         assert "account_id" not in path.read_text(), path.name
+
+
+def test_every_notice_the_admin_may_resend_renders_from_the_period_figures_alone() -> None:
+    """A resend has only the stored row and this period's figures (no ``NoticeRecord``):
+    every kind the console offers to resend renders from them in both languages; the
+    confirmations of one change need what changed, so the console does not offer them."""
+    templates = Path(mailer.__file__).parent / "templates" / "email"
+    kinds = sorted({p.name.split(".")[0] for p in templates.glob("*.de.j2")} - {"login_code"})
+    assert {"limit_warning", "limit_reached", "invoice", "payment_failed"} <= set(kinds)
+
+    def render(kind: str, locale: str) -> mailer.RenderedEmail:
+        figures = notices.Figures(
+            kind=kind,
+            locale=locale,
+            timezone="Europe/Berlin",
+            period_start=datetime(2026, 11, 1, tzinfo=UTC),
+            period_end=datetime(2026, 12, 1, tzinfo=UTC),
+            extra_seconds=90,
+            extra_cost_cents=59,
+            limit_cents=1000,
+            limit_minutes=None,
+            price_cents=39,
+            link=None,
+            final=False,
+            cause=None,
+        )
+        return notices.notice_email(Settings(), figures)
+
+    for kind in kinds:
+        for locale in ("de", "en"):
+            if notices.resendable(kind):
+                email = render(kind, locale)
+                assert email.subject and email.text, (kind, locale)
+            else:
+                with pytest.raises(UndefinedError):
+                    render(kind, locale)

@@ -30,6 +30,7 @@ from billing.rules import (
 from overtime import formatting, mailer, notices
 from overtime.db import session_scope
 from overtime.models import Account, ClosedPeriod, Invoice, Notification, UsageEntry
+from overtime.notices import NOT_RESENDABLE
 from starter import customer_tokens
 from starter.errors import ApiError
 from starter.web import data, security, sessions
@@ -272,6 +273,7 @@ async def account(account_id: str, ctx: Admin, error: str | None = None) -> Resp
         history=history,
         ledger=ledger,
         notices=notices,
+        not_resendable=NOT_RESENDABLE,
         failed_notices=sum(1 for n in notices if n.status == "failed"),
         failed_webhooks=failed_webhooks,
         invoices=invoices,
@@ -530,6 +532,14 @@ async def resend_notice(account_id: str, notice_id: int, ctx: Admin) -> Response
     await check_csrf(request)
     await _account_or_404(request, account_id)
     notice = await run_in_threadpool(_notice, db_of(request), account_id, notice_id)
+    if not notices.resendable(notice.kind):
+        flash(
+            request,
+            f"A {notice.kind} notice confirms one change; it cannot be sent again "
+            "with this period's figures.",
+            "error",
+        )
+        return RedirectResponse(f"/admin/accounts/{account_id}#notices", status_code=303)
     form = await request.form()
     reason, pending = _confirmed(
         form,
