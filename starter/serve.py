@@ -127,7 +127,10 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
         self._install_guards()
         self._in_head = True  # between two requests, or within a request's head
         self._head_bytes = 0  # received while in an incomplete head
-        self._heads_completed = 0
+        # Messages begun, heads completed and messages completed so far: a read in which
+        # any of them happened also held bytes of a body or of a finished head, which are
+        # not head bytes (a body ends in such a read; a pipelined head begins in one).
+        self._parser_events = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -138,13 +141,14 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        completed = self._heads_completed
+        events = self._parser_events
         super().data_received(data)
         if self.parser is None or self.transport.is_closing() or not self._in_head:
             return
-        # As h11 counts its buffer: a head still incomplete after this data. One that
-        # began within this data (after another request) counts from the next.
-        if completed == self._heads_completed:
+        # As h11 counts its buffer: a head still incomplete after this data. Only a read
+        # that was all head counts: one where a message began, a head completed or a body
+        # ended also held other bytes (a head that began there counts from the next read).
+        if events == self._parser_events:
             self._head_bytes += len(data)
         if self._head_bytes > self.max_head_bytes:
             msg = "Invalid HTTP request received."  # h11's answer, through uvicorn
@@ -153,12 +157,13 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._parser_events += 1
         self._in_head = True
         self._head_bytes = 0
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._heads_completed += 1
+        self._parser_events += 1
         self._head_bytes = 0
         super().on_headers_complete()
         # Its headers are complete (its body has its own timeout in the app).
@@ -166,7 +171,9 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._parser_events += 1
         self._in_head = True
+        self._head_bytes = 0
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -21,6 +21,10 @@ from overtime.observability import free_port
 from overtime.settings import Settings
 from starter.serve import H11_MAX_HEAD_BYTES, GuardedHttpToolsProtocol, build_config, protocol_for
 
+# The HTTP protocol alone (its own throwaway SQLite file); the PostgreSQL pass would
+# repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
+
 
 async def echo_size(scope: Any, receive: Any, send: Any) -> None:
     """Answers 200 with the size of the body it read."""
@@ -134,6 +138,32 @@ async def test_a_body_is_not_counted_as_head(server: tuple[str, int]) -> None:
     answer = await exchange(server, request([], body))  # head and body in one write
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert answer.endswith(str(len(body)).encode())
+
+
+async def test_a_body_sent_after_its_head_is_not_counted_as_head(
+    server: tuple[str, int],
+) -> None:
+    """A body larger than the head limit that arrives in reads of its own (a proxy, a
+    Stripe webhook of 20 KiB, ``Expect: 100-continue``): its last read ends the message,
+    and none of it is head."""
+    for size in (H11_MAX_HEAD_BYTES + 4000, 600_000):
+        head, _, body = request([], b"d" * size).partition(b"\r\n\r\n")
+        answer = await exchange(server, head + b"\r\n\r\n", body)
+        assert answer.startswith(b"HTTP/1.1 200"), (size, answer[:200])
+        assert answer.endswith(str(size).encode())
+    # Expect: 100-continue: the head, the server's 100, then the body.
+    head, _, body = request(["Expect: 100-continue"], b"d" * 20_000).partition(b"\r\n\r\n")
+    reader, writer = await asyncio.open_connection(*server)
+    try:
+        writer.write(head + b"\r\n\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(100), 10)).startswith(b"HTTP/1.1 100")
+        writer.write(body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(65536), 10)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    finally:
+        writer.close()
 
 
 async def test_kept_alive_requests_each_get_their_own_head_limit(server: tuple[str, int]) -> None:
