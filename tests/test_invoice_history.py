@@ -30,7 +30,7 @@ from overtime.models import Account, Invoice
 from overtime.sandbox import strict_workflow_runner, workflow_runner
 from overtime.settings import Settings
 from overtime.temporal import data_converter_for
-from tests.conftest import Api, eventually
+from tests.conftest import Api, WorkerControl, eventually
 from tests.test_replay import RECORDING
 from workflows.account import AccountWorkflow
 from workflows.invoice import InvoiceWorkflow
@@ -148,6 +148,67 @@ async def test_an_unpaid_invoice_continues_as_new_and_is_paid_once(
         if record_to and index < 2:  # the first run, and one that was handed a state
             out = Path(record_to) / f"{RECORDING}-invoice-continued-run{index}.json"
             out.write_text(json.dumps(history.to_json_dict(), indent=1))
+
+
+async def test_a_run_past_the_bound_from_before_the_patch_hands_over_once_taken_over(
+    api: Api,
+    temporal_client: Client,
+    settings: Settings,
+    worker: WorkerControl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that grew past the bound under the code before ``BOUNDED_PATCH`` (here: that
+    code's behaviour, no hand-over ever asked) and is then replayed by a worker with the
+    patch answers no to every check of the replay, and hands over at its first live one."""
+    account = await api.create_account(locale="en")
+    added = await api.add_payment_method(account, "pm_card_chargeCustomerFail")
+    assert added.status_code == 200, added.text
+    workflow_id = invoice_workflow_id(account, period_key(PERIOD[1]))
+    never = staticmethod(lambda _input: False)
+    due = InvoiceWorkflow.__dict__["_hand_over_due"]
+    monkeypatch.setattr(InvoiceWorkflow, "_hand_over_due", never)
+    handle = await temporal_client.start_workflow(
+        InvoiceWorkflow.run,
+        InvoiceInput(
+            profile=profile_of(api, account),
+            period_start=PERIOD[1],
+            period_end=PERIOD[1].replace(month=3),
+            extra_seconds=EXTRA_SECONDS,
+            unit_price_cents=PRICE,
+            amount_cents=cost_cents(EXTRA_SECONDS, PRICE),
+            currency=settings.currency,
+            dunning_schedule_seconds=[],  # suspended at once, then re-read every second
+            reconcile_interval_seconds=1,
+            stripe_task_queue=settings.stripe_task_queue,
+            max_history_events=HAND_OVER_AFTER,
+        ),
+        id=workflow_id,
+        task_queue=settings.task_queue,
+    )
+
+    async def past_the_bound() -> bool:
+        return (await handle.describe()).raw_description.workflow_execution_info.history_length > (
+            HAND_OVER_AFTER + 30
+        )
+
+    await eventually(past_the_bound, timeout=120, interval=0.5)
+    assert len(await runs_of(temporal_client, workflow_id)) == 1
+    # A new worker with the patch: the run is replayed from its history, then goes on.
+    await worker.stop()
+    monkeypatch.setattr(InvoiceWorkflow, "_hand_over_due", due)
+    await worker.start()
+
+    async def handed_over() -> bool:
+        return len(await runs_of(temporal_client, workflow_id)) >= 2
+
+    await eventually(handed_over, timeout=60, interval=0.5)
+    first = (await runs_of(temporal_client, workflow_id))[0]
+    assert first.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+    # Still one invoice, still unpaid, still the account suspended once; a good card pays.
+    assert (await api.state(account))["payment_overdue"] is True
+    assert (await api.add_payment_method(account, "pm_card_visa")).status_code == 200
+    paid: InvoiceState = await asyncio.wait_for(handle.result(), 60)
+    assert paid.status == "paid"
 
 
 async def test_runs_recorded_before_the_hand_over_replay_past_the_bound(

@@ -79,7 +79,9 @@ NEWS_PATCH = "invoice-news-waits"
 # reconcile interval for as long as it stays unpaid: its history grew without bound. Since:
 # past ``InvoiceInput.max_history_events`` (or when Temporal suggests it) the run continues
 # as new, carrying where the invoice stood (``InvoiceResume``). Asked only when a hand-over
-# is due, so a run recorded before (which never handed over) replays unpatched.
+# is due, so a run recorded before (which never handed over) replays unpatched; asked under
+# a new id at each due check (``_hand_over_patched``), so such a run, taken over past the
+# bound, still hands over at its first check after the replay.
 BOUNDED_PATCH = "invoice-continue-as-new"
 STRIPE_TIMEOUT = timedelta(seconds=60)
 
@@ -96,6 +98,7 @@ class InvoiceWorkflow:
         self._noticed_attempt: int | None = None
         self._retry_due: datetime | None = None
         self._status: str = "draft"
+        self._hand_over_checks = 0  # due hand-overs asked of the patch in this run
 
     @workflow.run
     async def run(self, input: InvoiceInput) -> InvoiceState:
@@ -123,7 +126,7 @@ class InvoiceWorkflow:
         while invoice.status != "paid" and invoice.status != "void":
             # Between two steps nothing is in flight (signal handlers only append), so the
             # loop's whole knowledge is in its locals and fields: hand it over here.
-            if self._hand_over_due(input) and workflow.patched(BOUNDED_PATCH):
+            if self._hand_over_due(input) and self._hand_over_patched():
                 self._continue_as_new(input, invoice, attempt=attempt, suspended=suspended)
             if invoice.status == "payment_failed":
                 final = attempt >= len(input.dunning_schedule_seconds)
@@ -178,6 +181,20 @@ class InvoiceWorkflow:
             info.is_continue_as_new_suggested()
             or info.get_current_history_length() >= input.max_history_events
         )
+
+    def _hand_over_patched(self) -> bool:
+        """``workflow.patched(BOUNDED_PATCH)``, under a new id at each due check.
+
+        The SDK remembers a patch's answer for the rest of a run. A run started before the
+        patch and already past the bound when a new worker replays it answers no at every
+        due check of the replay; under a single id its first live check would get that
+        remembered no, and the run would grow for ever. Under its own id, the first live
+        check answers yes, writes its marker and hands over; a later replay finds that
+        marker at that check. A run started since asks once: its first check hands over.
+        """
+        checks = self._hand_over_checks
+        self._hand_over_checks += 1
+        return workflow.patched(BOUNDED_PATCH if checks == 0 else f"{BOUNDED_PATCH}:{checks}")
 
     def _continue_as_new(
         self, input: InvoiceInput, invoice: InvoiceState, *, attempt: int, suspended: bool
