@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -40,9 +41,22 @@ WORKFLOWS: Sequence[type] = (AccountWorkflow, InvoiceWorkflow, MonthEndCloseWork
 MAIN_ACTIVITY_SLOTS = 24
 # Stripe activities in flight per worker. The request budget is kept by the limiter, so
 # the slots only have to cover Stripe's latency: requests/s ≤ slots ÷ seconds per request,
-# and a request to Stripe itself takes 0.2–0.5 s, so 100/s needs 20–50 in flight (8, as
-# before, capped a worker near 25/s). A slot waiting in the limiter costs a thread, no more.
+# and a request to Stripe takes 0.2–0.5 s, so 100/s needs ~35 in flight (8, as before,
+# capped a worker near 25/s). No more than the budget needs: every slot beyond it is an
+# activity waiting in the limiter, and the waits add up to its start-to-close timeout
+# (measured: 128 waiting at 20/s, 3.3 s per request at the median, 22 s at worst).
 STRIPE_ACTIVITY_SLOTS = 32
+STRIPE_SECONDS_PER_REQUEST = 0.35
+# Requests per Stripe activity on average at month end: an invoice makes 7 (create 5 at a
+# customer's first invoice, 4 after; pay 2) over two activities (bench_month_end.py).
+STRIPE_MEAN_CALLS_PER_ACTIVITY = 3.5
+
+
+def stripe_activity_slots(requests_per_second: float) -> int:
+    """Stripe activities one worker runs at once: enough requests in flight for the
+    budget at Stripe's latency, at least 4, at most ``STRIPE_ACTIVITY_SLOTS``."""
+    needed = math.ceil(requests_per_second * STRIPE_SECONDS_PER_REQUEST)
+    return max(4, min(STRIPE_ACTIVITY_SLOTS, needed))
 
 
 def build_workers(
@@ -104,12 +118,13 @@ def build_workers(
             invoicing.refresh_invoice,
         ],
         activity_executor=executor,
-        max_concurrent_activities=STRIPE_ACTIVITY_SLOTS,
-        # A flood guard only: every activity makes at least one request, so more
-        # activities per second than requests could only wait in the limiter, each
-        # holding a slot. The budget itself is kept per request by the gateway's limiter
-        # (an activity makes 1 to 5, ~3.5 on average at month end).
-        max_task_queue_activities_per_second=settings.stripe_requests_per_second,
+        max_concurrent_activities=stripe_activity_slots(settings.stripe_requests_per_second),
+        # Activities start at about the rate the budget sustains (an activity makes 1 to
+        # 5 requests, 3.5 on average at month end), so a month-end backlog waits in
+        # Temporal's queue, not in the limiter holding a slot. The budget itself is kept
+        # per request by the gateway's limiter, whatever an activity makes.
+        max_task_queue_activities_per_second=settings.stripe_requests_per_second
+        / STRIPE_MEAN_CALLS_PER_ACTIVITY,
     )
     heartbeat = WorkerHeartbeatRunner(
         client, settings, [settings.task_queue, settings.stripe_task_queue], [main, stripe]

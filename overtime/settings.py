@@ -241,10 +241,10 @@ class Settings(BaseSettings):
     # to whole requests per second; below 1, one request per 1/rate s) shared through the
     # database (overtime/stripe_rate.py). Background work (the worker) gets 90 % of each
     # second, the API the rest and whatever the worker leaves.
-    stripe_requests_per_second: float = Field(default=20.0, gt=0)
+    stripe_requests_per_second: float = Field(default=20.0, gt=0, le=10_000, allow_inf_nan=False)
     # Stripe calls one invoicing activity makes at most. No longer the throttle (the
-    # limiter above counts requests; the worker's Temporal throttle is only a flood guard
-    # at stripe_requests_per_second activities/s): what a month-end invoice costs, for
+    # limiter above counts requests; the worker's Temporal throttle starts activities at
+    # the budget ÷ their mean, worker.STRIPE_MEAN_CALLS_PER_ACTIVITY): the most, for
     # capacity planning and bench_month_end.py. create_invoice makes 5 at month end (the
     # customer's settings written once, search, create, item, finalize; 4 once they are
     # synced), pay_invoice 2 (read, pay; 3 after a decline), refresh_invoice 1. More only

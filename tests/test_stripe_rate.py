@@ -20,10 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import text
 
 from devstack.fake_stripe import FakeStripe
 from overtime.db import engine_for, init_db
+from overtime.settings import Settings
 from overtime.stripe_gateway import StripeGateway
 from overtime.stripe_rate import (
     DB_RETRY_SECONDS,
@@ -33,6 +35,7 @@ from overtime.stripe_rate import (
     WindowBudget,
     window_budget,
 )
+from worker import stripe_activity_slots
 
 ROOT = Path(__file__).resolve().parent.parent
 # 25/s: Stripe's test-mode limit; 22 slots a second for background callers, spread over
@@ -371,3 +374,15 @@ def test_a_limiter_outage_never_stops_stripe_calls(fake: FakeStripe) -> None:
     customer = gateway.ensure_customer(f"rate-{uuid.uuid4().hex[:8]}", "down@example.test")
     assert customer.startswith("cus_")
     assert sum(limiter.local_counts().values()) == len(fake.request_log[before:])
+
+
+def test_a_budget_that_is_not_a_finite_rate_is_refused_at_start_up() -> None:
+    for rate in (float("inf"), float("nan"), 0, -1, 1e6):
+        with pytest.raises(ValidationError, match="stripe_requests_per_second"):
+            Settings(stripe_requests_per_second=rate)
+
+
+def test_a_worker_runs_as_many_stripe_activities_as_the_budget_needs() -> None:
+    # At Stripe's ~0.35 s per request: 100/s needs 35 in flight (capped at 32), the test
+    # mode's 25/s 9, a tiny budget still a few.
+    assert [stripe_activity_slots(r) for r in (0.5, 20, 25, 100, 1000)] == [4, 7, 9, 32, 32]
