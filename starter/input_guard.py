@@ -120,13 +120,20 @@ def check_multipart(body: bytes) -> None:
 def check_json(body: bytes) -> None:
     if not body.strip():
         return  # an empty body: the route says what it is missing
-    text = _utf8(body, "the JSON body")
+    # The routes parse the bytes, and json.loads(bytes) skips a UTF-8 byte-order mark:
+    # checked here as they will read it (with the mark, every check would be skipped as
+    # "not JSON" while the route still accepted the body).
+    text = _utf8(body, "the JSON body").removeprefix("\ufeff")
     try:
         parsed = json.loads(
             text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
         )
     except json.JSONDecodeError:
         return  # not JSON at all: the route's validation answers 422 json_invalid
+    except InvalidInput:
+        raise
+    except ValueError as err:  # an integer beyond Python's 4,300-digit conversion limit
+        raise InvalidInput(f"the JSON body has a number that is too long ({err})") from err
     except RecursionError as err:  # the C parser gives up near the interpreter's limit
         raise InvalidInput(f"the JSON body is nested more than {MAX_DEPTH} levels deep") from err
     _walk(parsed)

@@ -162,6 +162,14 @@ def test_the_guard_checks_directly() -> None:
         check_json(b'{"a": -Infinity}')
     check_json(b'{"a": "\\\\u0000", "b": [1, 2, {"c": "\\u00e4"}]}')
     check_json(b"{broken")  # left to the route's own 422
+    # A byte-order mark hides nothing: the routes parse past it, so does the guard.
+    with pytest.raises(InvalidInput, match="twice"):
+        check_json('\ufeff{"call_id": "a", "call_id": "b"}'.encode())
+    with pytest.raises(InvalidInput, match="NUL"):
+        check_json('\ufeff{"call_id": "a\\u0000"}'.encode())
+    # An integer Python will not convert (over 4,300 digits) is a reason, not a 500.
+    with pytest.raises(InvalidInput, match="too long"):
+        check_json(b'{"seconds": ' + b"9" * 5000 + b"}")
     check_json(b"[" * 64 + b"]" * 64)
     for depth in (65, 5_000, 100_000):  # refused, never a RecursionError (a 500)
         with pytest.raises(InvalidInput, match="nested"):
