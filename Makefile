@@ -6,7 +6,7 @@
 #   make test    the full suite, and beside it again on PostgreSQL if one answers on
 #                127.0.0.1:5432 (without the slow process-level suites: reliability,
 #                scale-out and the dev stack, which do not depend on the database)
-#   make lint    ruff (lint and format check; make test runs it first)
+#   make lint    ruff (lint and format check) and mypy (types); make test runs it first
 #   make bench   every bench/*.py
 #   make clean   caches and build leftovers (keeps .venv and ./var; distclean removes them)
 
@@ -110,6 +110,7 @@ test-postgres: $(VENV_STAMP)
 lint: $(VENV_STAMP)
 	$(VENV_PYTHON) -m ruff check .
 	$(VENV_PYTHON) -m ruff format --check .
+	$(VENV_PYTHON) -m mypy
 
 bench: $(VENV_STAMP)
 	@set -e; found=0; for script in bench/*.py; do \
@@ -147,7 +148,7 @@ nginx:
 	fi
 
 clean:
-	rm -rf .pytest_cache .ruff_cache .hypothesis build dist tests/artifacts bench/results
+	rm -rf .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist tests/artifacts bench/results
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Also the virtualenv and the dev stack's state (accounts, workflows, mail): a fresh start.

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from temporalio import activity
 
 from activities.ledger import ledger_totals
@@ -65,7 +65,7 @@ class CloseActivities:
         with session_scope(self._db) as session:
             accounts = session.exec(
                 select(Account).where(
-                    Account.period_seconds.is_(None),  # type: ignore[union-attr]
+                    col(Account.period_seconds).is_(None),
                     Account.created_at < report_end + ZONE_MARGIN,
                 )
             ).all()
@@ -133,7 +133,9 @@ class CloseActivities:
             session.commit()
         return summary
 
-    def _reconcile(self, session, report_period: str, period: ClosedPeriod) -> CloseReportLine:  # type: ignore[no-untyped-def]
+    def _reconcile(
+        self, session: Session, report_period: str, period: ClosedPeriod
+    ) -> CloseReportLine:
         problems: list[str] = []
         included, extra, calls = ledger_totals(session, period.account_id, period.period_start)
         if (included, extra, calls) != (
@@ -244,18 +246,18 @@ class CloseActivities:
         return True
 
 
-def _periods_of_month(session, request: CloseRequest) -> list[ClosedPeriod]:  # type: ignore[no-untyped-def]
+def _periods_of_month(session: Session, request: CloseRequest) -> list[ClosedPeriod]:
     """The closed periods whose last instant falls in the report's month, each in its
     account's own time zone (the report's zone for a period without an account row)."""
     month_start, month_end = month_window(request.period, request.timezone)
     rows = session.exec(
         select(ClosedPeriod, Account.timezone)
-        .join(Account, Account.account_id == ClosedPeriod.account_id, isouter=True)  # type: ignore[arg-type]
+        .join(Account, col(Account.account_id) == col(ClosedPeriod.account_id), isouter=True)
         .where(
             ClosedPeriod.period_end > month_start - ZONE_MARGIN,
             ClosedPeriod.period_end <= month_end + ZONE_MARGIN,
         )
-        .order_by(ClosedPeriod.account_id, ClosedPeriod.period_start)  # type: ignore[arg-type]
+        .order_by(col(ClosedPeriod.account_id), col(ClosedPeriod.period_start))
     ).all()
     return [
         period

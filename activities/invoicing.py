@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from billing.rules import period_key
-from overtime import invoice_text
+from overtime import formatting, invoice_text
 from overtime.catalog import TaxTerms, load_tax
 from overtime.db import session_scope
 from overtime.models import Account, Invoice
@@ -88,7 +88,7 @@ class InvoicingActivities:
             existing = self._row(session, account_id, request.period_start)
         # The language the customer reads now (the web app may have changed it since
         # the workflow started), in the account's time zone.
-        locale = invoice_text.language(account.locale or request.profile.locale)
+        locale = formatting.language(account.locale or request.profile.locale)
         timezone = account.timezone or request.profile.timezone
         lines = [
             PeriodLine(
@@ -242,7 +242,7 @@ class InvoicingActivities:
             session.add(account)
             session.commit()
 
-    def _row(self, session, account_id: str, period_start: datetime) -> Invoice | None:  # type: ignore[no-untyped-def]
+    def _row(self, session: Session, account_id: str, period_start: datetime) -> Invoice | None:
         return session.exec(
             select(Invoice).where(
                 Invoice.account_id == account_id, Invoice.period_start == period_start

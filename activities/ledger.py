@@ -14,15 +14,16 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio import activity
 
-from overtime.db import as_utc, session_scope
+from overtime.db import as_utc, session_scope, table_of
 from overtime.models import Account, ClosedPeriod, SettingsChange, UsageEntry
 from overtime.observability import SECONDS_BILLED, count_in_activity
 from workflows.types import (
@@ -37,10 +38,10 @@ from workflows.types import (
 
 log = logging.getLogger(__name__)
 
-USAGE_TABLE = cast(Table, UsageEntry.__table__)
-HISTORY_TABLE = cast(Table, SettingsChange.__table__)
-ACCOUNT_TABLE = cast(Table, Account.__table__)
-CLOSED_TABLE = cast(Table, ClosedPeriod.__table__)
+USAGE_TABLE = table_of(UsageEntry)
+HISTORY_TABLE = table_of(SettingsChange)
+ACCOUNT_TABLE = table_of(Account)
+CLOSED_TABLE = table_of(ClosedPeriod)
 # Threads for the settled-call look-ups only (see find_recorded_calls).
 _LOOKUP_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger-lookup")
 
@@ -107,7 +108,7 @@ class LedgerActivities:
                 session.exec(
                     select(UsageEntry.call_id).where(
                         UsageEntry.account_id == lookup.account_id,
-                        UsageEntry.call_id.in_(lookup.call_ids),  # type: ignore[attr-defined]
+                        col(UsageEntry.call_id).in_(lookup.call_ids),
                     )
                 )
             )
@@ -118,14 +119,17 @@ class LedgerActivities:
         with session_scope(self.database_url) as session:
             rows = session.exec(
                 select(UsageEntry.id, UsageEntry.call_id)
-                .where(UsageEntry.account_id == query.account_id, UsageEntry.id > query.after_id)  # type: ignore[operator]
-                .order_by(UsageEntry.id)  # type: ignore[arg-type]
+                .where(
+                    UsageEntry.account_id == query.account_id, col(UsageEntry.id) > query.after_id
+                )
+                .order_by(col(UsageEntry.id))
                 .limit(query.limit + 1)
             ).all()
         page = rows[: query.limit]
         return SettledCallsPage(
             call_ids=[call_id for _, call_id in page],
-            last_id=page[-1][0] if page else query.after_id,
+            # A row read back always has its id; the model types it Optional for inserts.
+            last_id=cast(int, page[-1][0]) if page else query.after_id,
             more=len(rows) > query.limit,
         )
 
@@ -226,13 +230,15 @@ class LedgerActivities:
             )
 
 
-def ledger_totals(session, account_id: str, period_start) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+def ledger_totals(
+    session: Session, account_id: str, period_start: datetime
+) -> tuple[int, int, int]:
     """(included seconds, extra seconds, calls) the ledger holds for one period."""
     row = session.exec(
         select(
             func.coalesce(func.sum(UsageEntry.billed_included_seconds), 0),
             func.coalesce(func.sum(UsageEntry.billed_extra_seconds), 0),
-            func.count(UsageEntry.id),  # type: ignore[arg-type]
+            func.count(col(UsageEntry.id)),
         ).where(UsageEntry.account_id == account_id, UsageEntry.period_start == period_start)
     ).one()
     return int(row[0]), int(row[1]), int(row[2])

@@ -15,9 +15,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import Session, create_engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.orm import Mapper
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel import Session, SQLModel, create_engine
 
 from overtime import models  # noqa: F401  (registers the tables)
 
@@ -40,7 +43,7 @@ def _sqlite_engine(url: str, busy_seconds: float, **pool: Any) -> Engine:
     busy_ms = max(1, int(busy_seconds * 1000))
 
     @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # The API and the worker are separate processes writing one file: WAL lets
         # readers go on while one writer commits; busy_timeout waits for the lock.
         cursor = dbapi_connection.cursor()
@@ -178,6 +181,19 @@ def serialised(url: str, name: str) -> Iterator[None]:
 def session_scope(url: str) -> Iterator[Session]:
     with Session(engine_for(url), expire_on_commit=False) as session:
         yield session
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model, for Core statements (bulk inserts, upserts).
+
+    SQLAlchemy sets ``Model.__table__`` when the class is created, but SQLModel's types do
+    not declare it; the mapper's ``local_table`` is the same object, typed.
+    """
+    mapper: Mapper[Any] = inspect(model)
+    table = mapper.local_table
+    if not isinstance(table, Table):  # a model mapped onto a join or a select
+        raise TypeError(f"{model.__name__} is not mapped to one table")
+    return table
 
 
 def as_utc(value: datetime) -> datetime:

@@ -46,11 +46,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def utc_column(nullable: bool = False, index: bool = False) -> Column:
+def utc_column(nullable: bool = False, index: bool = False) -> Column[datetime]:
     return Column(UTCDateTime(), nullable=nullable, index=index)
 
 
-def big_column() -> Column:
+def big_column() -> Column[int]:
     """Seconds and cents that are sums, or could grow past 2^31: 64-bit. 2^31 seconds are
     68 years of talk, a month of some 830 calls around the clock on one account, and the
     close report adds up every account's periods."""

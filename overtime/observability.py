@@ -51,7 +51,8 @@ _DESCRIPTIONS = {
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # (host, port) for AF_INET
+        return port
 
 
 def metrics_runtime(port: int, host: str = "127.0.0.1") -> Runtime:

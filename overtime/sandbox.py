@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from types import CodeType
 from typing import Any
 
@@ -84,7 +85,7 @@ def _cache_sandbox_code() -> bool:
     nothing is patched (and tests/test_replay.py says so).
     """
     instance = getattr(sandbox_runner, "_Instance", None)
-    original = getattr(instance, "_run_code", None)
+    original: Callable[..., None] | None = getattr(instance, "_run_code", None)
     if instance is None or original is None:
         log.warning("the sandbox's code strings are compiled on every use (SDK changed)")
         return False
@@ -94,8 +95,9 @@ def _cache_sandbox_code() -> bool:
     def run_code(self: Any, code: str | CodeType, **extra_globals: Any) -> None:
         return original(self, _compiled(code) if isinstance(code, str) else code, **extra_globals)
 
+    # A marker on the function object (read back above); functions take any attribute.
     run_code.cached_code = True  # type: ignore[attr-defined]
-    instance._run_code = run_code  # type: ignore[union-attr]
+    instance._run_code = run_code
     return True
 
 

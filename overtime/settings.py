@@ -328,6 +328,7 @@ class Settings(BaseSettings):
     def stripe_task_queue(self) -> str:
         return f"{self.task_queue}-stripe"
 
+    # mypy rejects a decorator over @property; pydantic documents this very ignore.
     @computed_field  # type: ignore[prop-decorator]
     @property
     def temporal_address(self) -> str:

@@ -62,9 +62,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import stripe
+
+if TYPE_CHECKING:
+    from stripe.params import InvoiceItemCreateParams, TaxRateCreateParams
 
 # "processing": open at Stripe while the payment (a SEPA debit) is being collected.
 InvoiceStatus = Literal["draft", "open", "processing", "paid", "payment_failed", "void"]
@@ -294,9 +297,10 @@ class StripeGateway:
         if found:
             rate_id = sorted(found, key=lambda r: (r.created, r.id))[0].id
         else:
-            params: dict[str, Any] = {
+            params: TaxRateCreateParams = {
                 "display_name": display_name,
-                "percentage": number,
+                # The exact decimal ("7.5", not a float's repr); the form encoding is the same.
+                "percentage": number,  # type: ignore[typeddict-item]
                 "inclusive": inclusive,
                 "country": country,
                 "tax_type": "vat",
@@ -468,7 +472,7 @@ class StripeGateway:
         for index, line in enumerate(lines):
             if present is None or index in present or line.amount_cents == 0:
                 continue  # not a draft any more, already added, or nothing to bill
-            item_params: dict[str, Any] = {
+            item_params: InvoiceItemCreateParams = {
                 "customer": customer_id,
                 "invoice": invoice.id,
                 "amount": line.amount_cents,

@@ -48,7 +48,7 @@ from sqlalchemy.engine import Engine
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
-from overtime.db import bounded_engine
+from overtime.db import bounded_engine, table_of
 from overtime.models import WorkerHeartbeat
 from overtime.settings import Settings
 
@@ -62,7 +62,7 @@ CALL_TIMEOUT_SECONDS = 2.0
 # A beat waits for its write this much longer than the write's own database timeouts.
 WRITE_GRACE_SECONDS = 1.0
 
-TABLE: Table = WorkerHeartbeat.__table__  # type: ignore[assignment]
+TABLE: Table = table_of(WorkerHeartbeat)
 
 T = TypeVar("T")
 

@@ -118,6 +118,10 @@ def _pair(
     access, refresh = _new_token("access"), _new_token("refresh")
     access_expires = min(now + timedelta(seconds=lifetimes.access_seconds), family_expires_at)
     refresh_expires = min(now + timedelta(seconds=lifetimes.refresh_seconds), family_expires_at)
+    tokens: tuple[tuple[Kind, str, datetime], ...] = (
+        ("access", access, access_expires),
+        ("refresh", refresh, refresh_expires),
+    )
     rows = [
         CustomerToken(
             token_hash=token_hash(secret, kind, token),
@@ -129,10 +133,7 @@ def _pair(
             expires_at=expires,
             family_expires_at=family_expires_at,
         )
-        for kind, token, expires in (
-            ("access", access, access_expires),
-            ("refresh", refresh, refresh_expires),
-        )
+        for kind, token, expires in tokens
     ]
     issued = IssuedTokens(access, refresh, access_expires, refresh_expires, account_id, family_id)
     return issued, rows
@@ -149,9 +150,7 @@ def sign_in(db: str, secret: str, lifetimes: TokenLifetimes, login: WebLogin) ->
         secret, lifetimes, login.account_id, family_id, login.session_epoch, family_expires, now
     )
     with session_scope(db) as session:
-        session.exec(  # type: ignore[call-overload]
-            delete(CustomerToken).where(col(CustomerToken.expires_at) < now - PRUNE_AFTER)
-        )
+        session.exec(delete(CustomerToken).where(col(CustomerToken.expires_at) < now - PRUNE_AFTER))
         session.add_all(rows)
         session.commit()
     return issued
@@ -191,7 +190,7 @@ def refresh(db: str, secret: str, lifetimes: TokenLifetimes, token: str) -> Refr
     with session_scope(db) as session:
         # One conditional UPDATE spends it: of two concurrent refreshes with the same
         # token exactly one gets the row, the other sees it spent (and that is reuse).
-        spent = session.exec(  # type: ignore[call-overload]
+        spent = session.exec(
             update(CustomerToken)
             .where(
                 col(CustomerToken.token_hash) == hashed,
@@ -244,7 +243,7 @@ def refresh(db: str, secret: str, lifetimes: TokenLifetimes, token: str) -> Refr
 
 
 def _revoke_family(session: Session, family_id: str, now: datetime) -> int:
-    result = session.exec(  # type: ignore[call-overload]
+    result = session.exec(
         update(CustomerToken)
         .where(col(CustomerToken.family_id) == family_id, col(CustomerToken.revoked_at).is_(None))
         .values(revoked_at=now)
@@ -257,11 +256,8 @@ def revoke(db: str, secret: str, token: str, *, all_devices: bool = False) -> in
     ``all_devices`` every family of its account, if the token is still live. Returns the
     sign-ins ended (0 for a token that is unknown or already revoked)."""
     now = datetime.now(UTC)
-    candidates = [
-        token_hash(secret, kind, token)
-        for kind in ("access", "refresh")
-        if looks_like(token, kind)  # type: ignore[arg-type]
-    ]
+    kinds: tuple[Kind, ...] = ("access", "refresh")
+    candidates = [token_hash(secret, kind, token) for kind in kinds if looks_like(token, kind)]
     if not candidates:
         return 0
     with session_scope(db) as session:
@@ -278,7 +274,7 @@ def revoke(db: str, secret: str, token: str, *, all_devices: bool = False) -> in
 
 
 def _revoke_account(session: Session, account_id: str, now: datetime) -> int:
-    families = session.exec(  # type: ignore[call-overload]
+    families = session.exec(
         update(CustomerToken)
         .where(
             col(CustomerToken.account_id) == account_id,

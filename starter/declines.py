@@ -57,6 +57,8 @@ def decline_reason(code: str | None, decline_code: str | None = None) -> str:
     """The reason for a decline: the ``decline_code`` when we know it, else the error
     ``code``, else a generic decline."""
     for candidate in (decline_code, code):
+        if candidate is None:
+            continue
         if candidate in REASONS:
             return candidate
         if candidate in _ALIASES:

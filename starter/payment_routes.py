@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request
@@ -86,7 +86,8 @@ async def invoices(account_id: str, payments: Payments) -> list[schemas.InvoiceO
             extra_seconds=row.extra_seconds,
             amount_cents=row.amount_cents,
             currency=row.currency,
-            status=row.status,  # type: ignore[arg-type]
+            # The column holds Stripe's status as a string; the model validates it.
+            status=cast("schemas.InvoiceStatus", row.status),
             stripe_invoice_id=row.stripe_invoice_id,
             hosted_invoice_url=row.hosted_invoice_url,
         )

@@ -25,12 +25,14 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar, TypeVarTuple
 
 import stripe
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import select
+from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 from temporalio.api.common.v1 import Payloads, WorkflowExecution
 from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
@@ -50,6 +52,9 @@ from workflows.invoice import InvoiceWorkflow
 from workflows.types import PaymentEvent, PaymentMethodChange, invoice_workflow_id
 
 log = logging.getLogger(__name__)
+
+_Result = TypeVar("_Result")
+_Args = TypeVarTuple("_Args")
 
 # Stripe event types that change what we know about an invoice's payment (the object is
 # the invoice), and the status they suggest. The workflow takes Stripe's word from a
@@ -182,7 +187,7 @@ class PaymentService:
                     session.exec(
                         select(Invoice).where(
                             Invoice.account_id == account_id,
-                            Invoice.status.in_(RETRY_ON_NEW_METHOD),  # type: ignore[attr-defined]
+                            col(Invoice.status).in_(RETRY_ON_NEW_METHOD),
                         )
                     )
                 )
@@ -207,7 +212,7 @@ class PaymentService:
                     session.exec(
                         select(Invoice)
                         .where(Invoice.account_id == account_id)
-                        .order_by(Invoice.period_start)  # type: ignore[arg-type]
+                        .order_by(col(Invoice.period_start))
                     )
                 )
 
@@ -357,7 +362,7 @@ class PaymentService:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    async def _stripe(self, call, *args):  # type: ignore[no-untyped-def]
+    async def _stripe(self, call: Callable[[*_Args], _Result], *args: *_Args) -> _Result:
         """Run a gateway call off the event loop; Stripe's refusals become 4xx/502."""
         try:
             return await run_in_threadpool(call, *args)
@@ -426,6 +431,7 @@ def _id_of(value: object) -> object:
 
 def _field(obj: object, name: str) -> object:
     try:
+        # A StripeObject or a dict; anything else raises TypeError, which is caught.
         return obj[name]  # type: ignore[index]
     except (KeyError, TypeError):
         return None

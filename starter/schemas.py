@@ -286,13 +286,16 @@ class PaymentMethodOut(BaseModel):
     bank_code: str | None
 
 
+# processing: a SEPA direct debit being collected (days); unpaid, not failed.
+InvoiceStatus = Literal["paid", "open", "processing", "payment_failed", "void", "draft"]
+
+
 class InvoiceOut(BaseModel):
     period_start: str
     period_end: str
     extra_seconds: int
     amount_cents: int
     currency: str
-    # processing: a SEPA direct debit being collected (days); unpaid, not failed.
-    status: Literal["paid", "open", "processing", "payment_failed", "void", "draft"]
+    status: InvoiceStatus
     stripe_invoice_id: str | None
     hosted_invoice_url: str | None

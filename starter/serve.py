@@ -132,6 +132,7 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
         # not head bytes (a body ends in such a read; a pipelined head begins in one).
         self._parser_events = 0
 
+    # asyncio.Transport, as uvicorn's own override says (asyncio's base: BaseTransport).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_timer()

@@ -19,7 +19,7 @@ from zoneinfo import available_timezones
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import MetricMeter
@@ -478,7 +478,7 @@ class AccountService:
                     session.exec(
                         select(Notification)
                         .where(Notification.account_id == account_id)
-                        .order_by(Notification.sent_at, Notification.id)  # type: ignore[arg-type]
+                        .order_by(col(Notification.sent_at), col(Notification.id))
                     )
                 )
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import stripe
 from pydantic import ValidationError
@@ -51,7 +51,10 @@ from overtime.payments import gateway_for
 from overtime.settings import Settings
 from overtime.stripe_gateway import InvoiceResult, StripeGateway, StripeGatewayError
 
-# The CLI's exit codes (starter/cli.py), with the meaning they have for this command.
+if TYPE_CHECKING:
+    from stripe.params import SetupIntentConfirmParams
+
+# The CLI's exit codes (starter/cli/exits.py), with the meaning they have for this command.
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1  # Stripe answered something other than its documented behaviour
 EXIT_USAGE = 2  # refused to run: a live key, or settings that do not parse
@@ -115,10 +118,16 @@ class Outcome:
     ids: list[str] = field(default_factory=list)
 
 
+def _error_details(error: stripe.StripeError) -> dict[str, Any]:
+    """The ``error`` object of Stripe's JSON answer ({} when it has none)."""
+    body = error.json_body if isinstance(error.json_body, dict) else {}
+    details = body.get("error")
+    return details if isinstance(details, dict) else {}
+
+
 def describe_stripe_error(error: stripe.StripeError) -> str:
     """Stripe's answer in one line: status, type/code (decline code), message, request id."""
-    body = error.json_body if isinstance(error.json_body, dict) else {}
-    details = body.get("error") if isinstance(body.get("error"), dict) else {}
+    details = _error_details(error)
     kind = details.get("type") or type(error).__name__
     code = error.code or details.get("code")
     text = f"HTTP {error.http_status} {kind}" if error.http_status else kind
@@ -284,7 +293,7 @@ class SmokeRun:
         assert self.customer_id is not None
         secret = self.gateway.create_setup_intent(self.customer_id, self.account_id)
         setup_id = secret.split("_secret_")[0]
-        params: dict[str, Any] = {"payment_method": payment_method}
+        params: SetupIntentConfirmParams = {"payment_method": payment_method}
         if sepa:  # a SEPA mandate needs the customer's acceptance (Stripe.js sends it)
             params["mandate_data"] = {
                 "customer_acceptance": {
@@ -600,8 +609,7 @@ def _network_cause(error: stripe.APIConnectionError) -> str:
 
 
 def _decline_text(decline: stripe.CardError) -> str:
-    body = decline.json_body if isinstance(decline.json_body, dict) else {}
-    details = body.get("error") if isinstance(body.get("error"), dict) else {}
+    details = _error_details(decline)
     code = decline.code or details.get("code") or "card_error"
     reason = details.get("decline_code")
     return f"declined {code}" + (f" ({reason})" if reason else "")

@@ -19,6 +19,10 @@ from overtime.client import (
     OvertimeClient,
 )
 
+# The API client against a stub transport: no database; the PostgreSQL pass would
+# repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
+
 ENDPOINT = Endpoint("http://api.test", "admin-secret", "telephony-secret")
 
 

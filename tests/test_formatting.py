@@ -17,6 +17,9 @@ from hypothesis import strategies as st
 from overtime import formatting
 from overtime.formatting import AmountError, parse_amount, parse_minutes
 
+# Pure formatting: no database; the PostgreSQL pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
+
 NBSP = "\u00a0"
 LANGS = ("de", "en")
 # Up to a hundred million euros: far above any limit, and past every grouping step.

@@ -28,6 +28,10 @@ from starter.services import AccountService
 from tests.conftest import ADMIN_TOKEN, TELEPHONY_TOKEN
 from workflows.types import AUTHORIZE, TelephonyResult
 
+# The fast path against a stub dispatcher (its own throwaway SQLite file); the PostgreSQL
+# pass would repeat it unchanged.
+pytestmark = pytest.mark.sqlite_only
+
 KNOWN = "acct-1"
 
 

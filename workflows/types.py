@@ -11,15 +11,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from billing.account_state import (
-    AbandonedRequest,
-    Notice,
-    PeriodState,
-    PricedUsage,
-    ServiceEvent,
-    UsageRecord,
-)
-from billing.account_state import PeriodClose as PeriodClose  # its home; activities import it here
+# Re-exported (``X as X``, their home is billing.account_state): the dispatcher, the
+# activities and the legacy run import them from here.
+from billing.account_state import AbandonedRequest as AbandonedRequest
+from billing.account_state import Notice, PricedUsage, ServiceEvent, UsageRecord
+from billing.account_state import PeriodClose as PeriodClose
+from billing.account_state import PeriodState as PeriodState
 from billing.rules import ExtraMinutesSettings, PlanTerms
 
 AUTHORIZE = "authorize"

@@ -37,7 +37,7 @@ form answers with the reason and keeps what was entered.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -50,7 +50,7 @@ from starter.errors import ApiError
 from starter.payments import CardDeclined
 from starter.services import parse_percents
 from starter.web import data
-from starter.web.charts import day_chart
+from starter.web.charts import Chart, day_chart
 from starter.web.forecast_view import overview_forecast
 from starter.web.forms import FieldErrors, euros_field, minutes_field
 from starter.web.i18n import Translator
@@ -132,7 +132,14 @@ async def payment_link(request: Request) -> Response:
 # --- overview and live usage ------------------------------------------------------------
 
 
-async def _usage_values(ctx: PageContext, account_id: str) -> dict[str, object]:
+class UsageValues(TypedDict):
+    """What the overview and its live panel show (template values)."""
+
+    usage: data.Usage | None
+    chart: Chart | None
+
+
+async def _usage_values(ctx: PageContext, account_id: str) -> UsageValues:
     request = ctx.request
     usage = await data.live_usage(service_of(request), db_of(request), account_id, with_days=True)
     chart = day_chart(usage.days, "%d.%m." if ctx.t.lang == "de" else "%m-%d") if usage else None

@@ -265,7 +265,7 @@ async def login(request: Request) -> Response:
             )
         return again("login.failed", 401)
     await run_in_threadpool(throttle.succeeded, db, email)
-    security.start_session(request, user, epoch)  # type: ignore[arg-type]
+    security.start_session(request, user, epoch)
     await adopt_language(request, user)
     return RedirectResponse(safe_next(next_url, _home(user)), status_code=303)
 
@@ -407,7 +407,7 @@ async def _code_step(
     await run_in_threadpool(throttle.succeeded, db, email)
     request.session.pop("pending", None)
     user = security.WebUser(str(pending["kind"]), email, pending.get("account_id"))
-    security.start_session(request, user, pending.get("epoch", 0))  # type: ignore[arg-type]
+    security.start_session(request, user, pending.get("epoch", 0))
     await adopt_language(request, user)
     return RedirectResponse(safe_next(str(form.get("next", "")), _home(user)), status_code=303)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -175,7 +175,10 @@ def stripe_origins(gateway: StripeGateway) -> tuple[list[str], list[str], list[s
     return [origin], [origin], [origin]
 
 
-def security_headers(request: Request, response: Response) -> Response:
+_Response = TypeVar("_Response", bound=Response)
+
+
+def security_headers(request: Request, response: _Response) -> _Response:
     scripts, frames, connects = stripe_origins(request.app.state.payments.gateway)
     policy = "; ".join(
         [
@@ -238,7 +241,7 @@ def render(ctx: PageContext, template: str, status_code: int = 200, **values: An
         },
         status_code=status_code,
     )
-    return security_headers(request, response)  # type: ignore[return-value]
+    return security_headers(request, response)
 
 
 def wants_web_page(request: Request) -> bool:

@@ -109,8 +109,11 @@ def csrf_ok(request: Request, given: str | None) -> bool:
     return hmac.compare_digest(str(given).encode(), str(expected).encode())
 
 
-def start_session(request: Request, user: WebUser, epoch: int = 0) -> None:
-    """A fresh session for ``user`` (nothing from before survives, not the CSRF token)."""
+def start_session(request: Request, user: WebUser, epoch: int | str = 0) -> None:
+    """A fresh session for ``user`` (nothing from before survives, not the CSRF token).
+
+    ``epoch``: a customer's login row's ``session_epoch``; the admin's is a hash of the
+    admin credentials (``pages.admin_epoch``)."""
     lang = request.session.get("lang")
     request.session.clear()
     request.session.update(
@@ -183,7 +186,7 @@ def set_password(db: str, account_id: str, password: str) -> WebLogin:
             login.updated_at = now
         session.add(login)
         # The epoch already ends them; deleting the rows makes it visible to the admin.
-        session.exec(  # type: ignore[call-overload]
+        session.exec(
             delete(WebSession).where(
                 col(WebSession.account_id) == account_id, col(WebSession.kind) == "customer"
             )
@@ -309,7 +312,7 @@ class Throttle:
             for key in self.keys(email, ip):
                 session.add(WebLoginFailure(key=key, failed_at=now))
             # Old rows are no longer counted; drop them while we are here.
-            session.exec(  # type: ignore[call-overload]
+            session.exec(
                 delete(WebLoginFailure).where(
                     col(WebLoginFailure.failed_at) < now - timedelta(seconds=self.window_seconds)
                 )
@@ -327,9 +330,7 @@ class Throttle:
     def succeeded(self, db: str, email: str) -> None:
         email_key, _ = self.keys(email, "")
         with session_scope(db) as session:
-            session.exec(  # type: ignore[call-overload]
-                delete(WebLoginFailure).where(col(WebLoginFailure.key) == email_key)
-            )
+            session.exec(delete(WebLoginFailure).where(col(WebLoginFailure.key) == email_key))
             use_up_codes(session, self.secret, email)
             session.commit()
 
@@ -364,7 +365,10 @@ def _lock_login(session: Session, key: str) -> None:
     if session.get_bind().dialect.name == "postgresql":
         digest = hashlib.sha256(b"web_login_code\0" + key.encode()).digest()
         lock_id = int.from_bytes(digest[:8], signed=True)
-        session.exec(text("SELECT pg_advisory_xact_lock(:id)"), params={"id": lock_id})
+        # SQLModel types exec() for select/insert/update/delete only; text() runs the same way.
+        session.exec(  # type: ignore[call-overload]
+            text("SELECT pg_advisory_xact_lock(:id)"), params={"id": lock_id}
+        )
 
 
 def _live(key: str, now: datetime) -> list[ColumnElement[bool]]:
@@ -396,7 +400,7 @@ def issue_code(
         # Rows every login no longer needs, in a transaction of their own and a minute
         # late: the issuing below touches only rows younger than that (and live ones), so
         # the two never wait on each other's row locks (no deadlock).
-        session.exec(  # type: ignore[call-overload]
+        session.exec(
             delete(WebLoginCode).where(
                 col(WebLoginCode.created_at) < now - timedelta(seconds=window + 60),
                 col(WebLoginCode.expires_at) < now,
@@ -407,9 +411,7 @@ def issue_code(
         _lock_login(session, key)
         # The older codes stop working (undone by the rollback when none is issued). The
         # first statement a write: on SQLite it takes the write lock.
-        session.exec(  # type: ignore[call-overload]
-            update(WebLoginCode).where(*_live(key, now)).values(code_hash=_USED)
-        )
+        session.exec(update(WebLoginCode).where(*_live(key, now)).values(code_hash=_USED))
         latest, recent = session.exec(
             select(
                 func.max(WebLoginCode.created_at),
@@ -442,16 +444,14 @@ def void_code(db: str, issued: IssuedCode) -> None:
     """Forget a code that could not be sent: nobody got it, so it must neither count
     towards the resend limit and the cap nor hold back the next attempt's fresh one."""
     with session_scope(db) as session:
-        session.exec(  # type: ignore[call-overload]
-            delete(WebLoginCode).where(col(WebLoginCode.id) == issued.id)
-        )
+        session.exec(delete(WebLoginCode).where(col(WebLoginCode.id) == issued.id))
         session.commit()
 
 
 def use_up_codes(session: Session, secret: str, email: str) -> None:
     """The login signed in: its codes stop working; their rows stay for the resend limit."""
     now = datetime.now(UTC)
-    session.exec(  # type: ignore[call-overload]
+    session.exec(
         update(WebLoginCode).where(*_live(login_key(secret, email), now)).values(code_hash=_USED)
     )
 

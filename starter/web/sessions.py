@@ -119,7 +119,7 @@ class SessionStore:
         with session_scope(self.db) as session:
             if not values:
                 if loaded is not None:
-                    session.exec(  # type: ignore[call-overload]
+                    session.exec(
                         delete(WebSession).where(col(WebSession.id_hash) == loaded.id_hash)
                     )
                     session.commit()
@@ -141,9 +141,7 @@ class SessionStore:
                 return None
             if loaded is not None:
                 # Someone else now (sign-in, sign-out): the old id must never work again.
-                session.exec(  # type: ignore[call-overload]
-                    delete(WebSession).where(col(WebSession.id_hash) == loaded.id_hash)
-                )
+                session.exec(delete(WebSession).where(col(WebSession.id_hash) == loaded.id_hash))
             max_age = self.anonymous_max_age_seconds if kind == ANONYMOUS else self.max_age_seconds
             token = secrets.token_urlsafe(32)
             session.add(
@@ -178,7 +176,7 @@ class SessionStore:
         """Delete expired rows and anonymous rows beyond the cap (oldest first)."""
         now = datetime.now(UTC)
         with session_scope(self.db) as session:
-            expired = session.exec(  # type: ignore[call-overload]
+            expired = session.exec(
                 delete(WebSession).where(col(WebSession.expires_at) <= now)
             ).rowcount
             anonymous = session.exec(
@@ -191,13 +189,11 @@ class SessionStore:
                 oldest = (
                     select(WebSession.id_hash)
                     .where(WebSession.kind == ANONYMOUS)
-                    .order_by(WebSession.created_at)  # type: ignore[arg-type]
+                    .order_by(col(WebSession.created_at))
                     .limit(excess)
                 )
-                evicted = session.exec(  # type: ignore[call-overload]
-                    delete(WebSession).where(
-                        WebSession.id_hash.in_(oldest.scalar_subquery())  # type: ignore[attr-defined]
-                    )
+                evicted = session.exec(
+                    delete(WebSession).where(col(WebSession.id_hash).in_(oldest.scalar_subquery()))
                 ).rowcount
                 log.warning(
                     "anonymous web sessions beyond the cap: oldest evicted",
@@ -210,7 +206,7 @@ class SessionStore:
 def end_account_sessions(db: str, account_id: str) -> int:
     """End every web session signed in to ``account_id``; returns how many there were."""
     with session_scope(db) as session:
-        ended = session.exec(  # type: ignore[call-overload]
+        ended = session.exec(
             delete(WebSession).where(
                 col(WebSession.account_id) == account_id, col(WebSession.kind) == "customer"
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import fields
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -56,6 +57,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.types import PeriodState as CurrentPeriodState
 
+if TYPE_CHECKING:
+    # Today's classes, for the casts below: v2's records and notices are frozen copies
+    # with the same fields, so they travel as the same JSON.
+    from billing.account_state import Notice, ServiceEvent, UsageRecord
+
 # Activities retry until they succeed: an SMTP or database outage delays a notice or a
 # ledger write, it never drops one. Each activity is idempotent (see activities/).
 RETRY_FOREVER = RetryPolicy(
@@ -76,9 +82,10 @@ INVOICING_PATCH = "stripe-invoicing"
 def _as_v2(state: CurrentPeriodState) -> PeriodState:
     """Today's state type, as read from a v2 run's input, in v2's own class (v2's
     ``recent_call_ids`` was always empty at a hand-over)."""
-    return PeriodState(
-        **{f.name: getattr(state, f.name, {}) for f in fields(PeriodState) if f.init}
-    )
+    values: dict[str, Any] = {
+        f.name: getattr(state, f.name, {}) for f in fields(PeriodState) if f.init
+    }
+    return PeriodState(**values)
 
 
 class LegacyAccountRun:
@@ -142,7 +149,7 @@ class LegacyAccountRun:
                 plan=next_state.plan,
                 settings=next_state.settings,
                 config=input.config,
-                state=next_state,  # type: ignore[arg-type]  # v2's class; same JSON fields
+                state=cast("CurrentPeriodState", next_state),  # v2's class; same JSON fields
             )
         )
 
@@ -174,7 +181,12 @@ class LegacyAccountRun:
             try:
                 await workflow.execute_activity_method(
                     LedgerActivities.record_usage,
-                    UsageBatch(state.account_id, state.period_start, state.period_end, rows),
+                    UsageBatch(
+                        state.account_id,
+                        state.period_start,
+                        state.period_end,
+                        cast("list[UsageRecord]", rows),
+                    ),
                     start_to_close_timeout=ACTIVITY_TIMEOUT,
                     retry_policy=RETRY_FOREVER,
                 )
@@ -192,7 +204,9 @@ class LegacyAccountRun:
                     event = state.outbox_events[0]
                     await workflow.execute_activity_method(
                         NotificationActivities.send_service_event,
-                        ServiceEventDelivery(state.account_id, state.period_start, event),
+                        ServiceEventDelivery(
+                            state.account_id, state.period_start, cast("ServiceEvent", event)
+                        ),
                         start_to_close_timeout=ACTIVITY_TIMEOUT,
                         retry_policy=RETRY_FOREVER,
                     )
@@ -202,7 +216,11 @@ class LegacyAccountRun:
                     await workflow.execute_activity_method(
                         NotificationActivities.send_notice,
                         NoticeDelivery(
-                            profile, state.plan, state.period_start, state.period_end, notice
+                            profile,
+                            state.plan,
+                            state.period_start,
+                            state.period_end,
+                            cast("Notice", notice),
                         ),
                         start_to_close_timeout=ACTIVITY_TIMEOUT,
                         retry_policy=RETRY_FOREVER,

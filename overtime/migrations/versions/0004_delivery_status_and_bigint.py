@@ -8,7 +8,7 @@ Create Date: 2026-12-01 11:45:00
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "0004"
@@ -44,7 +44,7 @@ BIG_COLUMNS = {
 }
 
 
-def _widen(new: sa.types.TypeEngine, old: sa.types.TypeEngine) -> None:
+def _widen(new: sa.types.TypeEngine[int], old: sa.types.TypeEngine[int]) -> None:
     # SQLite stores every INTEGER in up to 8 bytes already, and rebuilding these tables
     # in batch mode would drop their CHECK constraints (SQLite does not reflect them):
     # there the change is a no-op.
