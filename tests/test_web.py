@@ -78,6 +78,27 @@ async def customer(api: Api, plan: str = "starter", locale: str = "de") -> tuple
     return account_id, f"{account_id}@example.com"
 
 
+async def customer_with_a_declined_period(
+    api: Api, extra_seconds: int, locale: str = "de"
+) -> tuple[str, str]:
+    """A customer with a web login whose short period (``short_api``) used all included
+    minutes and ``extra_seconds`` more, on a card that declines every charge: the period's
+    invoice will fail to be paid."""
+
+    async def set_up() -> str:
+        account_id, _ = await customer(api, locale=locale)
+        assert (
+            await api.add_payment_method(account_id, "pm_card_chargeCustomerFail")
+        ).status_code == 200
+        assert (await api.enable(account_id, limit_minutes=30)).status_code == 200
+        assert await api.call(account_id, "included", 6000) == 6000
+        assert await api.call(account_id, "extra", extra_seconds) == extra_seconds
+        return account_id
+
+    account_id = await set_up_in_one_period(api, set_up, extra_seconds=extra_seconds)
+    return account_id, f"{account_id}@example.com"
+
+
 async def sign_in(page: Page, email: str, password: str = PASSWORD) -> None:
     await page.goto("/login")
     await page.locator("#email").fill(email)
@@ -496,19 +517,7 @@ async def test_invoice_pages_and_retrying_a_failed_payment(
     short_api: Api, browser: Browser, mail: MailCatcher
 ) -> None:
     api = short_api  # billing periods of a few seconds: invoices come quickly
-
-    async def set_up() -> str:
-        account_id, _ = await customer(api)
-        assert (
-            await api.add_payment_method(account_id, "pm_card_chargeCustomerFail")
-        ).status_code == 200
-        assert (await api.enable(account_id, limit_minutes=30)).status_code == 200
-        assert await api.call(account_id, "included", 6000) == 6000
-        assert await api.call(account_id, "extra", 90) == 90
-        return account_id
-
-    account_id = await set_up_in_one_period(api, set_up, extra_seconds=90)
-    email = f"{account_id}@example.com"
+    account_id, email = await customer_with_a_declined_period(api, 90)
 
     async def dunning_over() -> bool:  # every scheduled retry declined: extra minutes paused
         return (await api.state(account_id))["payment_overdue"]

@@ -19,7 +19,14 @@ from overtime.db import session_scope
 from overtime.models import Invoice
 from tests import test_web
 from tests.conftest import Api, eventually
-from tests.test_web import ADMIN_EMAIL, ADMIN_PASSWORD, customer, shot, sign_in
+from tests.test_web import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    customer,
+    customer_with_a_declined_period,
+    shot,
+    sign_in,
+)
 
 # Debian's chromium, skipped without it, as in tests/test_web.py.
 pytestmark = test_web.pytestmark
@@ -64,13 +71,7 @@ async def test_failed_payment_is_shown_on_every_page_and_fixed_from_the_invoice(
     short_api: Api, browser: Browser
 ) -> None:
     api = short_api  # periods of a few seconds: the invoice comes quickly
-    account_id, email = await customer(api)
-    assert (
-        await api.add_payment_method(account_id, "pm_card_chargeCustomerFail")
-    ).status_code == 200
-    assert (await api.enable(account_id, limit_minutes=30)).status_code == 200
-    assert await api.call(account_id, "included", 6000) == 6000
-    assert await api.call(account_id, "extra", 90) == 90
+    account_id, email = await customer_with_a_declined_period(api, 90)
 
     async def dunning_over() -> bool:  # every scheduled retry declined: extra minutes paused
         return (await api.state(account_id))["payment_overdue"]
@@ -250,13 +251,7 @@ async def test_failed_payment_banner_in_english_on_a_phone(
     short_api: Api, browser: Browser
 ) -> None:
     api = short_api
-    account_id, email = await customer(api, locale="en")
-    assert (
-        await api.add_payment_method(account_id, "pm_card_chargeCustomerFail")
-    ).status_code == 200
-    assert (await api.enable(account_id, limit_minutes=30)).status_code == 200
-    assert await api.call(account_id, "included", 6000) == 6000
-    assert await api.call(account_id, "extra", 60) == 60
+    account_id, email = await customer_with_a_declined_period(api, 60, locale="en")
 
     async def declined() -> bool:
         invoices = (await api.admin.get(f"/v1/accounts/{account_id}/invoices")).json()
