@@ -141,8 +141,10 @@ async def test_an_unpaid_invoice_continues_as_new_and_is_paid_once(
         history = await temporal_client.get_workflow_handle(
             run.id, run_id=run.run_id
         ).fetch_history()
-        # Bounded: the hand-over comes at the first step past the bound.
-        assert len(history.events) < HAND_OVER_AFTER + 20, (index, len(history.events))
+        # Bounded: the hand-over comes at the first step past the bound, and one step holds
+        # at most a dunning attempt (next attempt, email, wait, charge) and the webhooks
+        # Stripe sent meanwhile (a loaded CI machine saw 92 events in the first run).
+        assert len(history.events) < 2 * HAND_OVER_AFTER, (index, len(history.events))
         for replayer in replayers:
             await replayer.replay_workflow(history)
         if record_to and index < 2:  # the first run, and one that was handed a state
